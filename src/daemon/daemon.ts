@@ -1,0 +1,211 @@
+/**
+ * One process per mounted vault: opens the index (taking its lock), wires the chunk
+ * store, file data, filesystem, sync and control socket together, mounts, and on
+ * unmount or a signal commits every buffer before it lets go.
+ *
+ * The daemon never touches its own mount (that would deadlock the FUSE thread).
+ */
+import { resolve } from 'node:path';
+import { stat } from 'node:fs/promises';
+import type { Server } from 'node:net';
+import { CofferError, isCofferError } from '../errors.js';
+import { ChunkStore } from '../chunks/chunk-store.js';
+import { ChunkCollector } from '../chunks/collector.js';
+import { VaultIndex } from '../index/vault-index.js';
+import { FileData } from '../fs/file-data.js';
+import { Filesystem } from '../fs/filesystem.js';
+import { mountFuse, type FuseSession } from '../fs/fuse.js';
+import { findMount, isStaleMount, forceUnmount } from '../fs/mountinfo.js';
+import { remoteKeys } from '../remote/backend.js';
+import { openBackend } from '../remote/open-backend.js';
+import { Syncer } from '../sync/syncer.js';
+import type { UnlockedVault } from '../vault/vault.js';
+import { serveControl, type ControlRequest } from './control.js';
+import { removeDaemonInfo, writeDaemonInfo, type DaemonInfo } from './registry.js';
+import type { Logger } from './log.js';
+
+export interface DaemonOptions {
+  vault: UnlockedVault;
+  mountpoint: string;
+  log: Logger;
+  /** Called once the mountpoint is live. */
+  onReady?: () => void;
+}
+
+export interface DaemonStatus {
+  mounted: true;
+  pid: number;
+  vault: string;
+  mountpoint: string;
+  remote: string;
+  files: number;
+  directories: number;
+  bytes: number;
+  chunks: number;
+  chunkBytes: number;
+  pendingChunks: number;
+  pendingBytes: number;
+  failedChunks: number;
+  bufferedBytes: number;
+  sync: ReturnType<Syncer['status']>;
+}
+
+/** Runs until the vault is unmounted; resolves after a clean shutdown. */
+export async function runDaemon(options: DaemonOptions): Promise<void> {
+  const { vault, log } = options;
+  const mountpoint = resolve(options.mountpoint);
+  const paths = vault.paths;
+
+  const mountStat = await stat(mountpoint).catch(() => undefined);
+  if (!mountStat) throw new CofferError('BAD_ARGUMENT', `mountpoint ${mountpoint} does not exist; create it first (mkdir -p ${mountpoint})`);
+  if (!mountStat.isDirectory()) throw new CofferError('BAD_ARGUMENT', `mountpoint ${mountpoint} is not a directory`);
+  if (await findMount(mountpoint)) {
+    if (await isStaleMount(mountpoint)) {
+      log.warn(`cleaning a stale mount left at ${mountpoint}`);
+      await forceUnmount(mountpoint);
+    } else {
+      throw new CofferError('ALREADY_MOUNTED', `${mountpoint} is already a mountpoint`);
+    }
+  }
+
+  let index: VaultIndex;
+  try {
+    index = new VaultIndex(paths.index);
+  } catch (err) {
+    if (isCofferError(err, 'ALREADY_MOUNTED')) {
+      throw new CofferError('ALREADY_MOUNTED', `the vault ${paths.dir} is already mounted by another Coffer daemon`);
+    }
+    throw err;
+  }
+  const orphans = index.purgeOrphans(Date.now());
+  if (orphans > 0) log.info(`removed ${orphans} files that were deleted while open when the daemon last stopped`);
+
+  const backend = openBackend(vault.config.remote);
+  const logFn = (message: string, err?: unknown) => log.error(message, err);
+  const store = new ChunkStore({
+    dir: paths.cache,
+    chunkSize: vault.header.chunkSize,
+    keys: vault.keys,
+    context: vault.dataContext,
+    memoryCacheBytes: vault.config.memoryCacheSize,
+    fetchRemote: async (id) => {
+      try {
+        return await backend.get(remoteKeys.chunk(id.toString('hex')));
+      } catch (err) {
+        if (isCofferError(err, 'REMOTE_NOT_FOUND')) return undefined;
+        throw err;
+      }
+    },
+  });
+  const data = new FileData(index, store, {
+    chunkSize: vault.header.chunkSize,
+    bufferBytes: vault.config.bufferSize,
+    idleCommitMs: 5000,
+    log: logFn,
+  });
+  const filesystem = new Filesystem(index, data, {
+    vaultDir: paths.dir,
+    uid: process.getuid?.() ?? 0,
+    gid: process.getgid?.() ?? 0,
+  });
+  const collector = new ChunkCollector(index, store, logFn);
+  const syncer = new Syncer({
+    index,
+    store,
+    backend,
+    metadataContext: vault.metadataContext,
+    chunkSize: vault.header.chunkSize,
+    stateDir: paths.state,
+    log: (message, err) => log.warn(message, err),
+  });
+
+  let session: FuseSession | undefined;
+  let control: Server | undefined;
+  let info: DaemonInfo | undefined;
+  let watcher: NodeJS.Timeout | undefined;
+  let shuttingDown: Promise<void> | undefined;
+  let finished!: () => void;
+  const done = new Promise<void>((resolveDone) => (finished = resolveDone));
+
+  const shutdown = (reason: string): Promise<void> => {
+    shuttingDown ??= (async () => {
+      log.info(`shutting down: ${reason}`);
+      clearInterval(watcher);
+      await data.flushAll().catch((err) => log.error(`committing buffers before unmount: ${(err as Error).message}`, err));
+      if (session) await session.unmount().catch((err) => log.error(`unmounting ${mountpoint}: ${(err as Error).message}`, err));
+      await data.flushAll().catch((err) => log.error(`committing buffers after unmount: ${(err as Error).message}`, err));
+      data.stopIdleCommits();
+      collector.stop();
+      await syncer.stop();
+      index.close();
+      control?.close();
+      if (info) await removeDaemonInfo(info).catch(() => {});
+      log.info(`unmounted ${mountpoint}`);
+      finished();
+    })();
+    return shuttingDown;
+  };
+
+  const status = (): DaemonStatus => ({
+    mounted: true,
+    pid: process.pid,
+    vault: paths.dir,
+    mountpoint,
+    remote: backend.description,
+    ...index.counts(),
+    bufferedBytes: data.bufferedByteCount,
+    sync: syncer.status(),
+  });
+
+  const handle = async (request: ControlRequest): Promise<unknown> => {
+    switch (request.op) {
+      case 'status':
+        return status();
+      case 'sync':
+        await data.flushAll();
+        await syncer.syncNow();
+        return status();
+      case 'unmount':
+        // Answer after the mount is gone, so the CLI can return only then.
+        await shutdown('unmount requested');
+        return { unmounted: true };
+      default:
+        throw new CofferError('BAD_ARGUMENT', `unknown control request ${JSON.stringify(request)}`);
+    }
+  };
+
+  try {
+    await syncer.start();
+    session = await mountFuse(mountpoint, filesystem, {
+      fsname: 'coffer',
+      subtype: 'coffer',
+      timeoutMs: 60_000,
+      log: (message, err) => log.error(message, err),
+    });
+    data.startIdleCommits();
+    collector.start();
+    control = await serveControl(paths.socket, handle);
+    info = { pid: process.pid, vault: paths.dir, mountpoint, socket: paths.socket, startedAt: new Date().toISOString() };
+    await writeDaemonInfo(info);
+  } catch (err) {
+    await shutdown(`start failed: ${(err as Error).message}`);
+    throw err;
+  }
+
+  watcher = setInterval(() => {
+    void findMount(mountpoint).then((entry) => {
+      if (!entry && !shuttingDown) void shutdown('the mount was removed from outside');
+    });
+  }, 2000);
+  watcher.unref();
+  const onSignal = (signal: NodeJS.Signals) => void shutdown(`received ${signal}`);
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  process.on('SIGHUP', () => {});
+
+  log.info(`mounted ${paths.dir} at ${mountpoint} (remote ${backend.description})`);
+  options.onReady?.();
+  await done;
+  process.off('SIGTERM', onSignal);
+  process.off('SIGINT', onSignal);
+}

@@ -1,0 +1,51 @@
+/**
+ * Entry point of a background daemon started by `coffer mount`. The CLI has already
+ * unlocked the vault; it passes the master key on stdin (never on the command line
+ * or in the environment) and waits for one line on fd 3: `ready` or `error <json>`.
+ */
+import { createWriteStream } from 'node:fs';
+import { openVaultWithKey } from '../vault/vault.js';
+import { createLogger } from './log.js';
+import { runDaemon } from './daemon.js';
+
+interface StartRequest {
+  vault: string;
+  mountpoint: string;
+  masterKey: string;
+}
+
+async function readStdin(): Promise<string> {
+  let text = '';
+  process.stdin.setEncoding('utf8');
+  for await (const piece of process.stdin) text += piece;
+  return text;
+}
+
+async function main(): Promise<void> {
+  process.title = 'coffer-daemon';
+  const report = createWriteStream('', { fd: 3 });
+  report.on('error', () => {});
+  const request = JSON.parse(await readStdin()) as StartRequest;
+  const masterKey = Buffer.from(request.masterKey, 'hex');
+  let log;
+  try {
+    const vault = await openVaultWithKey(request.vault, masterKey);
+    log = createLogger(vault.paths.log, false);
+    await runDaemon({
+      vault,
+      mountpoint: request.mountpoint,
+      log,
+      onReady: () => report.end('ready\n'),
+    });
+  } catch (err) {
+    log?.error(`daemon failed: ${(err as Error).message}`, err);
+    report.end(`error ${JSON.stringify({ code: (err as { code?: string }).code ?? 'DAEMON_FAILED', message: (err as Error).message })}\n`);
+    await log?.close();
+    process.exitCode = 1;
+    return;
+  }
+  await log.close();
+  process.exit(0);
+}
+
+void main();

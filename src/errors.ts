@@ -1,0 +1,86 @@
+/**
+ * The closed set of errors Coffer raises. Every layer throws these (or lets Node's
+ * system errors through); only `src/fs/errno.ts` turns them into errno values,
+ * and only the CLI turns them into messages and exit codes.
+ */
+
+export type PosixCode =
+  | 'ENOENT' | 'EEXIST' | 'ENOTDIR' | 'EISDIR' | 'ENOTEMPTY' | 'EACCES' | 'EPERM'
+  | 'ENAMETOOLONG' | 'EINVAL' | 'ENOSPC' | 'EIO' | 'EBADF' | 'ENODATA' | 'ERANGE'
+  | 'EOPNOTSUPP' | 'EXDEV' | 'EMLINK' | 'ELOOP' | 'EFBIG' | 'E2BIG' | 'EROFS' | 'ENOSYS';
+
+export type CofferErrorCode =
+  | PosixCode
+  | 'AUTHENTICATION_FAILED'
+  | 'WRONG_PASSPHRASE'
+  | 'WEAK_KDF_PARAMS'
+  | 'UNSUPPORTED_FORMAT'
+  | 'CORRUPT_FORMAT'
+  | 'ALREADY_MOUNTED'
+  | 'NOT_A_VAULT'
+  | 'VAULT_EXISTS'
+  | 'NOT_MOUNTED'
+  | 'REMOTE_UNAVAILABLE'
+  | 'REMOTE_NOT_FOUND'
+  | 'REMOTE_EXISTS'
+  | 'BAD_ARGUMENT'
+  | 'NO_PASSPHRASE'
+  | 'DAEMON_FAILED';
+
+export class CofferError extends Error {
+  constructor(readonly code: CofferErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** A filesystem-level failure that maps one-to-one onto a POSIX errno. */
+export class FsError extends CofferError {
+  constructor(readonly posix: PosixCode, message: string = posix) {
+    super(posix, message);
+  }
+}
+
+/** An object (chunk, snapshot part, manifest, header) did not authenticate: never serve it. */
+export class AuthenticationError extends CofferError {
+  constructor(message: string, readonly objectId?: string) {
+    super('AUTHENTICATION_FAILED', message);
+  }
+}
+
+export class WrongPassphraseError extends CofferError {
+  constructor() {
+    super('WRONG_PASSPHRASE', 'wrong passphrase: the vault key could not be unlocked');
+  }
+}
+
+export class WeakKdfParamsError extends CofferError {
+  constructor(message: string) {
+    super('WEAK_KDF_PARAMS', message);
+  }
+}
+
+export class FormatError extends CofferError {
+  constructor(message: string, code: 'UNSUPPORTED_FORMAT' | 'CORRUPT_FORMAT' = 'CORRUPT_FORMAT') {
+    super(code, message);
+  }
+}
+
+/** A remote backend failure; `code` tells whether it is worth retrying. */
+export class RemoteError extends CofferError {
+  constructor(
+    code: 'REMOTE_UNAVAILABLE' | 'REMOTE_NOT_FOUND' | 'REMOTE_EXISTS',
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(code, message, options);
+  }
+}
+
+export function fsError(posix: PosixCode, message?: string): FsError {
+  return new FsError(posix, message);
+}
+
+export function isCofferError(err: unknown, code?: CofferErrorCode): err is CofferError {
+  return err instanceof CofferError && (code === undefined || err.code === code);
+}

@@ -1,0 +1,30 @@
+/**
+ * The one place where errors become errno values for the kernel. Anything that is
+ * not a known filesystem condition is EIO, logged, and never reported as ENOENT.
+ */
+import { constants } from 'node:os';
+import { AuthenticationError, CofferError, FsError } from '../errors.js';
+
+const errnoByName = constants.errno as Record<string, number>;
+
+/** Node system errors that pass through unchanged because they mean the same to the caller. */
+const PASS_THROUGH = new Set(['ENOSPC', 'EDQUOT', 'EFBIG', 'EROFS', 'ENAMETOOLONG']);
+
+export type ErrorLogger = (message: string, err: unknown) => void;
+
+/** Negative errno for fuse-native callbacks. */
+export function toErrno(err: unknown, op: string, log: ErrorLogger): number {
+  if (err instanceof FsError) return -errnoByName[err.posix]!;
+  if (err instanceof AuthenticationError) {
+    log(`${op}: ${err.message}`, err);
+    return -errnoByName.EIO!;
+  }
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (typeof code === 'string' && PASS_THROUGH.has(code)) return -errnoByName[code]!;
+  if (err instanceof CofferError && err.code === 'REMOTE_UNAVAILABLE') {
+    log(`${op}: remote unavailable: ${err.message}`, err);
+    return -errnoByName.EIO!;
+  }
+  log(`${op}: unexpected error: ${(err as Error)?.message ?? String(err)}`, err);
+  return -errnoByName.EIO!;
+}

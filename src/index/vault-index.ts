@@ -1,0 +1,598 @@
+/**
+ * The local index: inodes, directory entries, xattrs, each file's chunk map, the
+ * chunk table with reference counts, and the upload queue, in one SQLite file (WAL).
+ *
+ * Invariants:
+ * - No await inside a better-sqlite3 transaction: every method here is synchronous,
+ *   and each mutating method is one transaction, so a crash leaves either all or none of it.
+ * - The database is opened in EXCLUSIVE locking mode: the lock is held by the kernel
+ *   for the life of the process, so a second daemon on the same vault cannot open it,
+ *   and a killed daemon releases it.
+ * - A chunk row exists while any file maps it (refs > 0) and for a grace period after
+ *   (refs = 0, released_ms set) so that reads in flight finish before the local copy goes.
+ * - Knows nothing of FUSE, files on disk or remotes: callers pass times and ids in.
+ */
+import Database from 'better-sqlite3';
+import { FsError, CofferError } from '../errors.js';
+import { INDEX_SCHEMA_VERSION, LOCAL_ONLY_TABLES, ROOT_INO, SCHEMA_V1 } from './schema.js';
+
+export const S_IFMT = 0o170000;
+export const S_IFDIR = 0o040000;
+export const S_IFREG = 0o100000;
+export const S_IFLNK = 0o120000;
+
+export interface Inode {
+  ino: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  nlink: number;
+  size: number;
+  rdev: number;
+  atimeMs: number;
+  mtimeMs: number;
+  ctimeMs: number;
+  target: string | null;
+}
+
+export interface NewNode {
+  mode: number;
+  uid: number;
+  gid: number;
+  rdev?: number;
+  target?: string;
+}
+
+export interface ChunkRef {
+  id: Buffer;
+  plainSize: number;
+  sealedSize: number;
+}
+
+export interface IndexCounts {
+  files: number;
+  directories: number;
+  symlinks: number;
+  bytes: number;
+  chunks: number;
+  chunkBytes: number;
+  pendingChunks: number;
+  pendingBytes: number;
+  failedChunks: number;
+}
+
+export interface QueuedUpload {
+  id: Buffer;
+  attempts: number;
+}
+
+interface InodeRow {
+  ino: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  nlink: number;
+  size: number;
+  rdev: number;
+  atime_ms: number;
+  mtime_ms: number;
+  ctime_ms: number;
+  target: string | null;
+}
+
+function toInode(row: InodeRow): Inode {
+  return {
+    ino: row.ino,
+    mode: row.mode,
+    uid: row.uid,
+    gid: row.gid,
+    nlink: row.nlink,
+    size: row.size,
+    rdev: row.rdev,
+    atimeMs: row.atime_ms,
+    mtimeMs: row.mtime_ms,
+    ctimeMs: row.ctime_ms,
+    target: row.target,
+  };
+}
+
+export const isDir = (mode: number) => (mode & S_IFMT) === S_IFDIR;
+
+export interface OpenIndexOptions {
+  /** Create the schema and root directory if the file is new. */
+  create?: { uid: number; gid: number; nowMs: number };
+  readonly?: boolean;
+}
+
+export class VaultIndex {
+  readonly db: Database.Database;
+  /** Bumped on every change that a published snapshot should carry. */
+  changeCount = 0;
+
+  private readonly st;
+
+  constructor(readonly path: string, options: OpenIndexOptions = {}) {
+    try {
+      this.db = new Database(path, { readonly: options.readonly ?? false, fileMustExist: !options.create });
+      if (!options.readonly) {
+        this.db.pragma('locking_mode = EXCLUSIVE');
+        this.db.pragma('journal_mode = WAL');
+        this.db.pragma('synchronous = NORMAL');
+        // Take the exclusive lock now rather than at the first write.
+        this.db.exec('BEGIN IMMEDIATE; COMMIT');
+      }
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED') {
+        throw new CofferError('ALREADY_MOUNTED', 'the vault index is in use by another Coffer process', { cause: err });
+      }
+      if (code === 'SQLITE_CANTOPEN') {
+        throw new CofferError('NOT_A_VAULT', `no vault index at ${path}`, { cause: err });
+      }
+      throw err;
+    }
+    const version = this.db.pragma('user_version', { simple: true }) as number;
+    if (version === 0 && options.create) {
+      this.initSchema(options.create);
+    } else if (version !== INDEX_SCHEMA_VERSION) {
+      this.db.close();
+      throw new CofferError('UNSUPPORTED_FORMAT', `index schema version ${version} is not supported (expected ${INDEX_SCHEMA_VERSION})`);
+    }
+    this.st = this.prepare();
+  }
+
+  private initSchema(root: { uid: number; gid: number; nowMs: number }): void {
+    this.db.transaction(() => {
+      this.db.exec(SCHEMA_V1);
+      this.db
+        .prepare('INSERT INTO inodes (ino, mode, uid, gid, nlink, atime_ms, mtime_ms, ctime_ms) VALUES (?, ?, ?, ?, 2, ?, ?, ?)')
+        .run(ROOT_INO, S_IFDIR | 0o755, root.uid, root.gid, root.nowMs, root.nowMs, root.nowMs);
+      this.db.pragma(`user_version = ${INDEX_SCHEMA_VERSION}`);
+    })();
+  }
+
+  private prepare() {
+    const db = this.db;
+    return {
+      getInode: db.prepare<[number], InodeRow>('SELECT * FROM inodes WHERE ino = ?'),
+      lookup: db.prepare<[number, string], { ino: number }>('SELECT ino FROM entries WHERE parent = ? AND name = ?'),
+      list: db.prepare<[number], { name: string; ino: number }>('SELECT name, ino FROM entries WHERE parent = ? ORDER BY name'),
+      hasEntries: db.prepare<[number], { one: number }>('SELECT 1 AS one FROM entries WHERE parent = ? LIMIT 1'),
+      parentOf: db.prepare<[number], { parent: number }>('SELECT parent FROM entries WHERE ino = ? LIMIT 1'),
+      insertInode: db.prepare(
+        'INSERT INTO inodes (mode, uid, gid, nlink, size, rdev, atime_ms, mtime_ms, ctime_ms, target) VALUES (@mode, @uid, @gid, @nlink, @size, @rdev, @now, @now, @now, @target)',
+      ),
+      insertEntry: db.prepare('INSERT INTO entries (parent, name, ino) VALUES (?, ?, ?)'),
+      deleteEntry: db.prepare('DELETE FROM entries WHERE parent = ? AND name = ?'),
+      touchDir: db.prepare('UPDATE inodes SET mtime_ms = ?, ctime_ms = ? WHERE ino = ?'),
+      addNlink: db.prepare('UPDATE inodes SET nlink = nlink + ?, ctime_ms = ? WHERE ino = ?'),
+      deleteInode: db.prepare('DELETE FROM inodes WHERE ino = ?'),
+      deleteXattrs: db.prepare('DELETE FROM xattrs WHERE ino = ?'),
+      fileChunks: db.prepare<[number], { idx: number; chunk: Buffer }>('SELECT idx, chunk FROM file_chunks WHERE ino = ?'),
+      fileChunksFrom: db.prepare<[number, number], { idx: number; chunk: Buffer }>('SELECT idx, chunk FROM file_chunks WHERE ino = ? AND idx >= ?'),
+      deleteFileChunksFrom: db.prepare('DELETE FROM file_chunks WHERE ino = ? AND idx >= ?'),
+      getFileChunk: db.prepare<[number, number], { chunk: Buffer }>('SELECT chunk FROM file_chunks WHERE ino = ? AND idx = ?'),
+      putFileChunk: db.prepare('INSERT INTO file_chunks (ino, idx, chunk) VALUES (?, ?, ?) ON CONFLICT (ino, idx) DO UPDATE SET chunk = excluded.chunk'),
+      deleteFileChunk: db.prepare('DELETE FROM file_chunks WHERE ino = ? AND idx = ?'),
+      getChunk: db.prepare<[Buffer], { id: Buffer; plain_size: number; sealed_size: number; refs: number; uploaded: number }>('SELECT * FROM chunks WHERE id = ?'),
+      refChunk: db.prepare('UPDATE chunks SET refs = refs + 1, released_ms = NULL WHERE id = ?'),
+      insertChunk: db.prepare('INSERT INTO chunks (id, plain_size, sealed_size, refs) VALUES (?, ?, ?, 1)'),
+      queueChunk: db.prepare('INSERT OR IGNORE INTO upload_queue (id, queued_ms) VALUES (?, ?)'),
+      unrefChunk: db.prepare('UPDATE chunks SET refs = refs - 1, released_ms = CASE WHEN refs = 1 THEN ? ELSE released_ms END WHERE id = ?'),
+      releasedChunks: db.prepare<[number, number], { id: Buffer }>('SELECT id FROM chunks WHERE refs = 0 AND released_ms <= ? LIMIT ?'),
+      deleteChunk: db.prepare('DELETE FROM chunks WHERE id = ? AND refs = 0'),
+      unqueue: db.prepare('DELETE FROM upload_queue WHERE id = ?'),
+      addRemoteGarbage: db.prepare('INSERT OR IGNORE INTO remote_garbage (id, since_ms) VALUES (?, ?)'),
+      nextUploads: db.prepare<[number, number], { id: Buffer; attempts: number }>(
+        'SELECT id, attempts FROM upload_queue WHERE next_try_ms <= ? ORDER BY next_try_ms, queued_ms LIMIT ?',
+      ),
+      markUploaded: db.prepare('UPDATE chunks SET uploaded = 1 WHERE id = ?'),
+      markFailed: db.prepare('UPDATE upload_queue SET attempts = attempts + 1, next_try_ms = ?, last_error = ? WHERE id = ?'),
+      setSize: db.prepare('UPDATE inodes SET size = ?, mtime_ms = ?, ctime_ms = ? WHERE ino = ?'),
+      getXattr: db.prepare<[number, string], { value: Buffer }>('SELECT value FROM xattrs WHERE ino = ? AND name = ?'),
+      listXattrs: db.prepare<[number], { name: string }>('SELECT name FROM xattrs WHERE ino = ? ORDER BY name'),
+      putXattr: db.prepare('INSERT INTO xattrs (ino, name, value) VALUES (?, ?, ?) ON CONFLICT (ino, name) DO UPDATE SET value = excluded.value'),
+      deleteXattr: db.prepare('DELETE FROM xattrs WHERE ino = ? AND name = ?'),
+      touchCtime: db.prepare('UPDATE inodes SET ctime_ms = ? WHERE ino = ?'),
+      getState: db.prepare<[string], { value: unknown }>('SELECT value FROM vault_state WHERE key = ?'),
+      setState: db.prepare('INSERT INTO vault_state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value'),
+      orphans: db.prepare<[], { ino: number }>('SELECT ino FROM inodes WHERE nlink = 0'),
+    };
+  }
+
+  close(): void {
+    if (!this.db.open) return;
+    if (!this.db.readonly) this.db.pragma('wal_checkpoint(TRUNCATE)');
+    this.db.close();
+  }
+
+  // ---- reads ----
+
+  getInode(ino: number): Inode | undefined {
+    const row = this.st.getInode.get(ino);
+    return row && toInode(row);
+  }
+
+  lookup(parent: number, name: string): number | undefined {
+    return this.st.lookup.get(parent, name)?.ino;
+  }
+
+  listEntries(parent: number): { name: string; ino: number }[] {
+    return this.st.list.all(parent);
+  }
+
+  hasEntries(dirIno: number): boolean {
+    return this.st.hasEntries.get(dirIno) !== undefined;
+  }
+
+  /** The directory that holds a directory (directories have exactly one entry). */
+  parentOf(dirIno: number): number | undefined {
+    return this.st.parentOf.get(dirIno)?.parent;
+  }
+
+  chunkAt(ino: number, idx: number): Buffer | undefined {
+    return this.st.getFileChunk.get(ino, idx)?.chunk;
+  }
+
+  hasChunk(id: Buffer): boolean {
+    return this.st.getChunk.get(id) !== undefined;
+  }
+
+  chunkInfo(id: Buffer): { plainSize: number; sealedSize: number; refs: number; uploaded: boolean } | undefined {
+    const row = this.st.getChunk.get(id);
+    return row && { plainSize: row.plain_size, sealedSize: row.sealed_size, refs: row.refs, uploaded: row.uploaded === 1 };
+  }
+
+  getXattr(ino: number, name: string): Buffer | undefined {
+    return this.st.getXattr.get(ino, name)?.value;
+  }
+
+  listXattrs(ino: number): string[] {
+    return this.st.listXattrs.all(ino).map((r) => r.name);
+  }
+
+  getState(key: string): unknown {
+    return this.st.getState.get(key)?.value;
+  }
+
+  counts(): IndexCounts {
+    const files = this.db
+      .prepare<[], { files: number; bytes: number }>(
+        `SELECT count(*) AS files, coalesce(sum(size), 0) AS bytes FROM inodes WHERE (mode & ${S_IFMT}) = ${S_IFREG} AND nlink > 0`,
+      )
+      .get()!;
+    const kinds = this.db
+      .prepare<[], { dirs: number; links: number }>(
+        `SELECT sum((mode & ${S_IFMT}) = ${S_IFDIR}) AS dirs, sum((mode & ${S_IFMT}) = ${S_IFLNK}) AS links FROM inodes`,
+      )
+      .get()!;
+    const chunks = this.db
+      .prepare<[], { n: number; bytes: number }>('SELECT count(*) AS n, coalesce(sum(sealed_size), 0) AS bytes FROM chunks WHERE refs > 0')
+      .get()!;
+    const pending = this.db
+      .prepare<[], { n: number; bytes: number; failed: number }>(
+        'SELECT count(*) AS n, coalesce(sum(c.sealed_size), 0) AS bytes, coalesce(sum(q.attempts > 0), 0) AS failed FROM upload_queue q JOIN chunks c ON c.id = q.id',
+      )
+      .get()!;
+    return {
+      files: files.files,
+      directories: kinds.dirs ?? 0,
+      symlinks: kinds.links ?? 0,
+      bytes: files.bytes,
+      chunks: chunks.n,
+      chunkBytes: chunks.bytes,
+      pendingChunks: pending.n,
+      pendingBytes: pending.bytes,
+      failedChunks: pending.failed,
+    };
+  }
+
+  // ---- namespace changes ----
+
+  createNode(parent: number, name: string, node: NewNode, nowMs: number): Inode {
+    return this.db.transaction(() => {
+      if (this.lookup(parent, name) !== undefined) throw new FsError('EEXIST');
+      const dir = isDir(node.mode);
+      const info = this.st.insertInode.run({
+        mode: node.mode,
+        uid: node.uid,
+        gid: node.gid,
+        nlink: dir ? 2 : 1,
+        size: node.target !== undefined ? Buffer.byteLength(node.target) : 0,
+        rdev: node.rdev ?? 0,
+        now: nowMs,
+        target: node.target ?? null,
+      });
+      const ino = Number(info.lastInsertRowid);
+      this.st.insertEntry.run(parent, name, ino);
+      this.st.touchDir.run(nowMs, nowMs, parent);
+      if (dir) this.st.addNlink.run(1, nowMs, parent);
+      this.changeCount++;
+      return this.getInode(ino)!;
+    })();
+  }
+
+  link(ino: number, parent: number, name: string, nowMs: number): Inode {
+    return this.db.transaction(() => {
+      if (this.lookup(parent, name) !== undefined) throw new FsError('EEXIST');
+      this.st.insertEntry.run(parent, name, ino);
+      this.st.addNlink.run(1, nowMs, ino);
+      this.st.touchDir.run(nowMs, nowMs, parent);
+      this.changeCount++;
+      return this.getInode(ino)!;
+    })();
+  }
+
+  /**
+   * Removes a name. The inode goes with its last name unless `isOpen` says a handle
+   * still uses it; then it stays with nlink 0 until `purgeIfUnlinked` at release.
+   */
+  unlink(parent: number, name: string, nowMs: number, isOpen: (ino: number) => boolean): void {
+    this.db.transaction(() => {
+      const ino = this.lookup(parent, name);
+      if (ino === undefined) throw new FsError('ENOENT');
+      this.dropName(parent, name, ino, nowMs, isOpen);
+      this.st.touchDir.run(nowMs, nowMs, parent);
+      this.changeCount++;
+    })();
+  }
+
+  rmdir(parent: number, name: string, nowMs: number): void {
+    this.db.transaction(() => {
+      const ino = this.lookup(parent, name);
+      if (ino === undefined) throw new FsError('ENOENT');
+      const inode = this.getInode(ino)!;
+      if (!isDir(inode.mode)) throw new FsError('ENOTDIR');
+      if (this.hasEntries(ino)) throw new FsError('ENOTEMPTY');
+      this.st.deleteEntry.run(parent, name);
+      this.purge(ino, nowMs);
+      this.st.addNlink.run(-1, nowMs, parent);
+      this.st.touchDir.run(nowMs, nowMs, parent);
+      this.changeCount++;
+    })();
+  }
+
+  /** rename(2): atomically replaces an existing target of a compatible type. */
+  rename(srcParent: number, srcName: string, dstParent: number, dstName: string, nowMs: number, isOpen: (ino: number) => boolean): void {
+    this.db.transaction(() => {
+      const ino = this.lookup(srcParent, srcName);
+      if (ino === undefined) throw new FsError('ENOENT');
+      const inode = this.getInode(ino)!;
+      const movingDir = isDir(inode.mode);
+      if (movingDir && srcParent !== dstParent) {
+        // Moving a directory below itself would cut it off from the tree.
+        for (let at: number | undefined = dstParent; at !== undefined && at !== 1; at = this.parentOf(at)) {
+          if (at === ino) throw new FsError('EINVAL');
+        }
+        if (dstParent === ino) throw new FsError('EINVAL');
+      }
+      const existing = this.lookup(dstParent, dstName);
+      if (existing === ino) return; // same file under both names: nothing to do
+      if (existing !== undefined) {
+        const target = this.getInode(existing)!;
+        if (isDir(target.mode)) {
+          if (!movingDir) throw new FsError('EISDIR');
+          if (this.hasEntries(existing)) throw new FsError('ENOTEMPTY');
+          this.st.deleteEntry.run(dstParent, dstName);
+          this.purge(existing, nowMs);
+          this.st.addNlink.run(-1, nowMs, dstParent);
+        } else {
+          if (movingDir) throw new FsError('ENOTDIR');
+          this.dropName(dstParent, dstName, existing, nowMs, isOpen);
+        }
+      }
+      this.st.deleteEntry.run(srcParent, srcName);
+      this.st.insertEntry.run(dstParent, dstName, ino);
+      if (movingDir && srcParent !== dstParent) {
+        this.st.addNlink.run(-1, nowMs, srcParent);
+        this.st.addNlink.run(1, nowMs, dstParent);
+      }
+      this.st.touchCtime.run(nowMs, ino);
+      this.st.touchDir.run(nowMs, nowMs, srcParent);
+      this.st.touchDir.run(nowMs, nowMs, dstParent);
+      this.changeCount++;
+    })();
+  }
+
+  private dropName(parent: number, name: string, ino: number, nowMs: number, isOpen: (ino: number) => boolean): void {
+    this.st.deleteEntry.run(parent, name);
+    this.st.addNlink.run(-1, nowMs, ino);
+    const inode = this.getInode(ino)!;
+    if (inode.nlink <= 0 && !isOpen(ino)) this.purge(ino, nowMs);
+  }
+
+  /** Called when the last handle of an inode closes. */
+  purgeIfUnlinked(ino: number, nowMs: number): void {
+    const inode = this.getInode(ino);
+    if (inode && inode.nlink <= 0) {
+      this.db.transaction(() => this.purge(ino, nowMs))();
+    }
+  }
+
+  /** Inodes left with no name by a crash while they were open. */
+  purgeOrphans(nowMs: number): number {
+    const orphans = this.st.orphans.all();
+    this.db.transaction(() => {
+      for (const { ino } of orphans) this.purge(ino, nowMs);
+    })();
+    return orphans.length;
+  }
+
+  private purge(ino: number, nowMs: number): void {
+    for (const { chunk } of this.st.fileChunks.all(ino)) this.st.unrefChunk.run(nowMs, chunk);
+    this.st.deleteFileChunksFrom.run(ino, 0);
+    this.st.deleteXattrs.run(ino);
+    this.st.deleteInode.run(ino);
+  }
+
+  // ---- attributes ----
+
+  setAttributes(ino: number, attrs: Partial<Pick<Inode, 'mode' | 'uid' | 'gid' | 'atimeMs' | 'mtimeMs' | 'ctimeMs'>>): Inode {
+    const columns: string[] = [];
+    const values: number[] = [];
+    const map: Record<string, string> = { mode: 'mode', uid: 'uid', gid: 'gid', atimeMs: 'atime_ms', mtimeMs: 'mtime_ms', ctimeMs: 'ctime_ms' };
+    for (const [key, column] of Object.entries(map)) {
+      const value = attrs[key as keyof typeof attrs];
+      if (value !== undefined) {
+        columns.push(`${column} = ?`);
+        values.push(value);
+      }
+    }
+    if (columns.length > 0) {
+      this.db.prepare(`UPDATE inodes SET ${columns.join(', ')} WHERE ino = ?`).run(...values, ino);
+      this.changeCount++;
+    }
+    const inode = this.getInode(ino);
+    if (!inode) throw new FsError('ENOENT');
+    return inode;
+  }
+
+  setXattr(ino: number, name: string, value: Buffer, mode: 'create' | 'replace' | 'either', nowMs: number): void {
+    this.db.transaction(() => {
+      const exists = this.st.getXattr.get(ino, name) !== undefined;
+      if (mode === 'create' && exists) throw new FsError('EEXIST');
+      if (mode === 'replace' && !exists) throw new FsError('ENODATA');
+      this.st.putXattr.run(ino, name, value);
+      this.st.touchCtime.run(nowMs, ino);
+      this.changeCount++;
+    })();
+  }
+
+  removeXattr(ino: number, name: string, nowMs: number): void {
+    this.db.transaction(() => {
+      if (this.st.deleteXattr.run(ino, name).changes === 0) throw new FsError('ENODATA');
+      this.st.touchCtime.run(nowMs, ino);
+      this.changeCount++;
+    })();
+  }
+
+  // ---- file data ----
+
+  /**
+   * Points chunk `idx` of a file at `chunk` (null: a hole), and records the file's
+   * size and times, in one transaction. A chunk not yet known is inserted and queued
+   * for upload; the one it replaces loses a reference.
+   */
+  commitChunk(ino: number, idx: number, chunk: ChunkRef | null, size: number, mtimeMs: number, nowMs: number): void {
+    this.db.transaction(() => {
+      if (!this.st.getInode.get(ino)) return; // purged while the chunk was being sealed
+      const previous = this.st.getFileChunk.get(ino, idx)?.chunk;
+      if (chunk) {
+        if (previous && previous.equals(chunk.id)) {
+          // unchanged
+        } else {
+          if (this.st.refChunk.run(chunk.id).changes === 0) {
+            this.st.insertChunk.run(chunk.id, chunk.plainSize, chunk.sealedSize);
+            this.st.queueChunk.run(chunk.id, nowMs);
+          }
+          this.st.putFileChunk.run(ino, idx, chunk.id);
+          if (previous) this.st.unrefChunk.run(nowMs, previous);
+        }
+      } else if (previous) {
+        this.st.deleteFileChunk.run(ino, idx);
+        this.st.unrefChunk.run(nowMs, previous);
+      }
+      this.st.setSize.run(size, mtimeMs, nowMs, ino);
+      this.changeCount++;
+    })();
+  }
+
+  /** Sets the size; drops every chunk wholly at or past `keepChunks`. */
+  truncate(ino: number, size: number, keepChunks: number, nowMs: number): void {
+    this.db.transaction(() => {
+      for (const { chunk } of this.st.fileChunksFrom.all(ino, keepChunks)) this.st.unrefChunk.run(nowMs, chunk);
+      this.st.deleteFileChunksFrom.run(ino, keepChunks);
+      this.st.setSize.run(size, nowMs, nowMs, ino);
+      this.changeCount++;
+    })();
+  }
+
+  setSizeAndTimes(ino: number, size: number, mtimeMs: number, nowMs: number): void {
+    this.st.setSize.run(size, mtimeMs, nowMs, ino);
+    this.changeCount++;
+  }
+
+  // ---- chunk lifecycle ----
+
+  /** Chunks whose last reference went before `cutoffMs`. */
+  releasedChunks(cutoffMs: number, limit: number): Buffer[] {
+    return this.st.releasedChunks.all(cutoffMs, limit).map((r) => r.id);
+  }
+
+  /**
+   * Forgets a chunk nobody references. Returns false if it was referenced again
+   * meanwhile. An uploaded chunk is remembered for deletion from the remote.
+   */
+  forgetChunk(id: Buffer, nowMs: number): boolean {
+    return this.db.transaction(() => {
+      const row = this.st.getChunk.get(id);
+      if (!row || row.refs > 0) return false;
+      this.st.deleteChunk.run(id);
+      this.st.unqueue.run(id);
+      if (row.uploaded) this.st.addRemoteGarbage.run(id, nowMs);
+      return true;
+    })();
+  }
+
+  nextUploads(nowMs: number, limit: number): QueuedUpload[] {
+    return this.st.nextUploads.all(nowMs, limit);
+  }
+
+  markUploaded(id: Buffer): void {
+    this.db.transaction(() => {
+      this.st.markUploaded.run(id);
+      this.st.unqueue.run(id);
+    })();
+  }
+
+  markUploadFailed(id: Buffer, error: string, nextTryMs: number): void {
+    this.st.markFailed.run(nextTryMs, error, id);
+  }
+
+  isQueued(id: Buffer): boolean {
+    return this.db.prepare('SELECT 1 FROM upload_queue WHERE id = ?').get(id) !== undefined;
+  }
+
+  lastUploadErrors(limit: number): { id: string; attempts: number; error: string }[] {
+    return this.db
+      .prepare<[number], { id: Buffer; attempts: number; last_error: string }>(
+        'SELECT id, attempts, last_error FROM upload_queue WHERE last_error IS NOT NULL ORDER BY attempts DESC LIMIT ?',
+      )
+      .all(limit)
+      .map((r) => ({ id: r.id.toString('hex'), attempts: r.attempts, error: r.last_error }));
+  }
+
+  setState(key: string, value: string | number | Buffer): void {
+    this.st.setState.run(key, value);
+  }
+
+  /**
+   * Makes every committed transaction durable: one commit with synchronous=FULL
+   * syncs the WAL, which carries all earlier NORMAL commits with it.
+   */
+  makeDurable(nowMs: number): void {
+    this.db.pragma('synchronous = FULL');
+    try {
+      this.st.setState.run('last_sync_ms', nowMs);
+    } finally {
+      this.db.pragma('synchronous = NORMAL');
+    }
+  }
+
+  /** Copies the database to `destPath` without stopping writers (SQLite online backup). */
+  async backupTo(destPath: string): Promise<void> {
+    await this.db.backup(destPath);
+  }
+}
+
+/** Empties the local-only tables of a backup copy before it is published. */
+export function stripLocalState(copyPath: string): void {
+  const copy = new Database(copyPath);
+  try {
+    copy.pragma('journal_mode = DELETE');
+    for (const table of LOCAL_ONLY_TABLES) copy.exec(`DELETE FROM ${table}`);
+    copy.exec('VACUUM');
+  } finally {
+    copy.close();
+  }
+}

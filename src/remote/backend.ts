@@ -1,0 +1,47 @@
+/**
+ * The one interface every remote storage backend implements. Keys are relative
+ * slash-separated names (`chunks/ab/ab12…`, `manifests/00000000000000000001`);
+ * values are opaque sealed bytes. Backends know nothing of files or keys.
+ *
+ * Errors each method may throw (all RemoteError):
+ * - `REMOTE_NOT_FOUND`   get/head/delete of a key that does not exist (delete may also succeed silently)
+ * - `REMOTE_EXISTS`      createExclusive of a key that already exists
+ * - `REMOTE_UNAVAILABLE` anything transient or environmental (network, 5xx, disk); safe to retry
+ * Every call takes an AbortSignal; an aborted call rejects with the signal's reason.
+ */
+export interface ByteRange {
+  offset: number;
+  length: number;
+}
+
+export interface ObjectInfo {
+  key: string;
+  size: number;
+}
+
+export interface CallOptions {
+  signal?: AbortSignal;
+}
+
+export interface RemoteBackend {
+  /** A human-readable location, for status and logs (never holds secrets). */
+  readonly description: string;
+  /** Stores `body` under `key`, replacing nothing the caller did not mean to: data objects are written once. */
+  put(key: string, body: Buffer, options?: CallOptions): Promise<void>;
+  /** Stores `body` only if `key` does not exist yet (REMOTE_EXISTS otherwise). */
+  createExclusive(key: string, body: Buffer, options?: CallOptions): Promise<void>;
+  get(key: string, options?: CallOptions & { range?: ByteRange }): Promise<Buffer>;
+  head(key: string, options?: CallOptions): Promise<ObjectInfo>;
+  /** Every object whose key starts with `prefix`, in key order. */
+  list(prefix: string, options?: CallOptions): Promise<ObjectInfo[]>;
+  delete(key: string, options?: CallOptions): Promise<void>;
+}
+
+/** Remote key names, specified in docs/FORMAT.md ("Remote layout"). */
+export const remoteKeys = {
+  header: 'coffer-vault.json',
+  chunk: (idHex: string) => `chunks/${idHex.slice(0, 2)}/${idHex}`,
+  snapshotPart: (idHex: string) => `snapshots/${idHex}`,
+  manifest: (counter: number) => `manifests/${String(counter).padStart(20, '0')}`,
+  manifestPrefix: 'manifests/',
+};

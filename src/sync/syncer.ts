@@ -1,0 +1,280 @@
+/**
+ * Background sync: uploads queued chunks, then publishes the index.
+ *
+ * Ordering (docs/FORMAT.md, "Publishing"): a snapshot is published only after every
+ * chunk it references is on the remote, and a manifest only after its snapshot parts.
+ * The upload queue lives in the index, so it survives restarts; a failed upload is
+ * retried with backoff and its error stays visible in status until it succeeds.
+ */
+import { mkdir, readFile, rm, writeFile, rename } from 'node:fs/promises';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { Worker } from 'node:worker_threads';
+import { isCofferError } from '../errors.js';
+import type { ChunkStore } from '../chunks/chunk-store.js';
+import type { VaultIndex } from '../index/vault-index.js';
+import { remoteKeys, type RemoteBackend } from '../remote/backend.js';
+import { ObjectType, sealObject, type ObjectContext } from '../crypto/objects.js';
+import { sodium } from '../crypto/sodium.js';
+import { INDEX_SCHEMA_VERSION } from '../index/schema.js';
+
+export interface SyncerOptions {
+  index: VaultIndex;
+  store: ChunkStore;
+  backend: RemoteBackend;
+  /** Context for snapshot parts and manifests (the metadata key). */
+  metadataContext: ObjectContext;
+  chunkSize: number;
+  /** Directory for the sync state file and temporary snapshot copies. */
+  stateDir: string;
+  log: (message: string, err?: unknown) => void;
+  concurrency?: number;
+  /** Quiet time after the last change before the index is published. */
+  publishDelayMs?: number;
+  tickMs?: number;
+}
+
+export interface SyncState {
+  lastManifest: number;
+  lastManifestHash: string | null;
+  lastPublishMs: number | null;
+}
+
+export interface SyncStatus {
+  uploading: number;
+  uploadedChunks: number;
+  uploadedBytes: number;
+  lastPublishMs: number | null;
+  lastManifest: number;
+  lastError: string | null;
+  publishPending: boolean;
+}
+
+export interface Manifest {
+  format: 'coffer-manifest';
+  version: 1;
+  counter: number;
+  previous: string | null;
+  created: string;
+  indexSchema: number;
+  snapshot: { size: number; parts: string[] };
+}
+
+const MAX_BACKOFF_MS = 5 * 60_000;
+
+export class Syncer {
+  private readonly inflight = new Set<string>();
+  private timer: NodeJS.Timeout | undefined;
+  private readonly abort = new AbortController();
+  private publishing: Promise<void> | undefined;
+  private publishedChange = -1;
+  private lastChange = -1;
+  private lastChangeAtMs = 0;
+  private state: SyncState = { lastManifest: 0, lastManifestHash: null, lastPublishMs: null };
+  private stats = { uploadedChunks: 0, uploadedBytes: 0, lastError: null as string | null };
+  private readonly concurrency: number;
+  private readonly publishDelayMs: number;
+
+  constructor(private readonly options: SyncerOptions) {
+    this.concurrency = options.concurrency ?? 4;
+    this.publishDelayMs = options.publishDelayMs ?? 2000;
+  }
+
+  private get statePath(): string {
+    return join(this.options.stateDir, 'sync-state.json');
+  }
+
+  async start(): Promise<void> {
+    await mkdir(this.options.stateDir, { recursive: true });
+    try {
+      this.state = JSON.parse(await readFile(this.statePath, 'utf8')) as SyncState;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    // A previous run may have stopped before publishing its last changes.
+    this.publishedChange = this.options.index.getState('published') === 1 ? this.options.index.changeCount : -1;
+    this.timer = setInterval(() => this.tick(), this.options.tickMs ?? 250);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    this.abort.abort(new Error('sync stopped'));
+    await this.publishing?.catch(() => {});
+  }
+
+  status(): SyncStatus {
+    return {
+      uploading: this.inflight.size,
+      uploadedChunks: this.stats.uploadedChunks,
+      uploadedBytes: this.stats.uploadedBytes,
+      lastPublishMs: this.state.lastPublishMs,
+      lastManifest: this.state.lastManifest,
+      lastError: this.stats.lastError,
+      publishPending: this.options.index.changeCount !== this.publishedChange,
+    };
+  }
+
+  private tick(): void {
+    if (this.abort.signal.aborted) return;
+    const index = this.options.index;
+    if (index.changeCount !== this.lastChange) {
+      if (this.lastChange !== -1) index.setState('published', 0);
+      this.lastChange = index.changeCount;
+      this.lastChangeAtMs = Date.now();
+    }
+    this.pumpUploads();
+    const quiet = Date.now() - this.lastChangeAtMs >= this.publishDelayMs;
+    if (!this.publishing && quiet && this.inflight.size === 0 && index.changeCount !== this.publishedChange) {
+      this.publishing = this.publish()
+        .catch((err) => {
+          if (this.abort.signal.aborted) return;
+          this.stats.lastError = `publishing the index: ${(err as Error).message}`;
+          this.options.log(this.stats.lastError, err);
+        })
+        .finally(() => (this.publishing = undefined));
+    }
+  }
+
+  private pumpUploads(): void {
+    const free = this.concurrency - this.inflight.size;
+    if (free <= 0) return;
+    const candidates = this.options.index.nextUploads(Date.now(), free + this.inflight.size);
+    for (const { id, attempts } of candidates) {
+      const hex = id.toString('hex');
+      if (this.inflight.has(hex) || this.inflight.size >= this.concurrency) continue;
+      this.inflight.add(hex);
+      void this.upload(id, attempts).finally(() => this.inflight.delete(hex));
+    }
+  }
+
+  private async upload(id: Buffer, attempts: number): Promise<void> {
+    const hex = id.toString('hex');
+    const { index, store, backend } = this.options;
+    let sealed: Buffer;
+    try {
+      sealed = await store.readSealed(id);
+    } catch (err) {
+      if (!index.isQueued(id)) return; // released and collected meanwhile
+      this.failed(id, attempts, `reading the local copy: ${(err as Error).message}`);
+      return;
+    }
+    try {
+      await backend.put(remoteKeys.chunk(hex), sealed, { signal: this.abort.signal });
+      index.markUploaded(id);
+      this.stats.uploadedChunks++;
+      this.stats.uploadedBytes += sealed.length;
+      this.stats.lastError = null;
+    } catch (err) {
+      if (this.abort.signal.aborted) return;
+      this.failed(id, attempts, (err as Error).message);
+    }
+  }
+
+  private failed(id: Buffer, attempts: number, message: string): void {
+    const delay = Math.min(MAX_BACKOFF_MS, 1000 * 2 ** attempts) * (0.5 + Math.random() / 2);
+    this.options.index.markUploadFailed(id, message, Date.now() + delay);
+    this.stats.lastError = `uploading chunk ${id.toString('hex')}: ${message}`;
+    if (attempts === 0 || attempts % 5 === 4) this.options.log(this.stats.lastError);
+  }
+
+  /** Resolves once everything changed before the call is uploaded and published. */
+  async syncNow(signal?: AbortSignal): Promise<void> {
+    const target = this.options.index.changeCount;
+    while (this.publishedChange < target) {
+      signal?.throwIfAborted();
+      this.abort.signal.throwIfAborted();
+      this.lastChangeAtMs = 0; // publish without waiting for quiet
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
+  private async publish(): Promise<void> {
+    const { index, backend, stateDir, chunkSize, metadataContext } = this.options;
+    const signal = this.abort.signal;
+    const change = index.changeCount;
+    const copyPath = join(stateDir, `snapshot-${randomBytes(6).toString('hex')}.db`);
+    try {
+      await index.backupTo(copyPath);
+      const pending = await prepareSnapshot(copyPath);
+      // Data before metadata: wait until every chunk the copy names is on the remote.
+      for (const hex of pending) {
+        while (true) {
+          signal.throwIfAborted();
+          const info = index.chunkInfo(Buffer.from(hex, 'hex'));
+          if (!info || info.uploaded) break;
+          this.pumpUploads();
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+      }
+      const snapshot = await readFile(copyPath);
+      const parts: string[] = [];
+      for (let at = 0; at < snapshot.length || at === 0; at += chunkSize) {
+        const part = snapshot.subarray(at, Math.min(at + chunkSize, snapshot.length));
+        const id = randomBytes(32);
+        const sealed = sealObject(metadataContext, ObjectType.SnapshotPart, id, part, { pad: true });
+        await backend.put(remoteKeys.snapshotPart(id.toString('hex')), sealed, { signal });
+        parts.push(id.toString('hex'));
+        if (snapshot.length === 0) break;
+      }
+      const counter = this.state.lastManifest + 1;
+      const manifest: Manifest = {
+        format: 'coffer-manifest',
+        version: 1,
+        counter,
+        previous: this.state.lastManifestHash,
+        created: new Date().toISOString(),
+        indexSchema: INDEX_SCHEMA_VERSION,
+        snapshot: { size: snapshot.length, parts },
+      };
+      const sealedManifest = sealObject(
+        metadataContext,
+        ObjectType.Manifest,
+        manifestObjectId(counter),
+        Buffer.from(JSON.stringify(manifest)),
+        { pad: true },
+      );
+      await backend.createExclusive(remoteKeys.manifest(counter), sealedManifest, { signal });
+      this.state = {
+        lastManifest: counter,
+        lastManifestHash: Buffer.from(sodium().crypto_generichash(32, sealedManifest, null)).toString('hex'),
+        lastPublishMs: Date.now(),
+      };
+      await writeJsonAtomic(this.statePath, this.state);
+      this.publishedChange = change;
+      if (index.changeCount === change) index.setState('published', 1);
+      this.stats.lastError = null;
+    } catch (err) {
+      if (isCofferError(err, 'REMOTE_EXISTS')) {
+        throw new Error(`manifest ${this.state.lastManifest + 1} already exists on the remote: another writer published to this vault`);
+      }
+      throw err;
+    } finally {
+      await rm(copyPath, { force: true });
+    }
+  }
+}
+
+/** The 32-byte object id of manifest `counter`: the counter, big-endian, in the last 8 bytes. */
+export function manifestObjectId(counter: number): Buffer {
+  const id = Buffer.alloc(32);
+  id.writeBigUInt64BE(BigInt(counter), 24);
+  return id;
+}
+
+function prepareSnapshot(copyPath: string): Promise<string[]> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(new URL('./snapshot-worker.js', import.meta.url), { workerData: copyPath });
+    worker.once('message', (message: { pending: string[] }) => resolve(message.pending));
+    worker.once('error', reject);
+    worker.once('exit', (code) => {
+      if (code !== 0) reject(new Error(`snapshot worker exited with code ${code}`));
+    });
+  });
+}
+
+async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
+  const temp = `${path}.tmp`;
+  await writeFile(temp, JSON.stringify(value, null, 2) + '\n');
+  await rename(temp, path);
+}

@@ -1,0 +1,124 @@
+/**
+ * Creating and opening vaults: the header (keys), the local config, the index file,
+ * and the remote that receives a copy of the header.
+ */
+import { mkdir, readdir, readFile, writeFile, rename, stat } from 'node:fs/promises';
+import { pathToFileURL } from 'node:url';
+import { CofferError, isCofferError } from '../errors.js';
+import { createVaultHeader, parseHeaderJson, serializeHeader, unlockVaultHeader, verifyVaultHeader, type VaultHeader } from '../crypto/header.js';
+import { deriveVaultKeys, type VaultKeys } from '../crypto/keys.js';
+import type { ObjectContext } from '../crypto/objects.js';
+import { loadSodium } from '../crypto/sodium.js';
+import { VaultIndex } from '../index/vault-index.js';
+import { remoteKeys } from '../remote/backend.js';
+import { openBackend } from '../remote/open-backend.js';
+import { vaultPaths, type VaultPaths } from './layout.js';
+
+export const DEFAULT_CHUNK_SIZE = 1024 * 1024;
+
+/** Local settings of a vault (never uploaded). */
+export interface VaultConfig {
+  version: 1;
+  remote: string;
+  /** Memory for write buffers, bytes. */
+  bufferSize: number;
+  /** Memory for opened chunks, bytes. */
+  memoryCacheSize: number;
+}
+
+export interface UnlockedVault {
+  paths: VaultPaths;
+  header: VaultHeader;
+  config: VaultConfig;
+  masterKey: Uint8Array;
+  keys: VaultKeys;
+  dataContext: ObjectContext;
+  metadataContext: ObjectContext;
+}
+
+export async function initVault(vaultDir: string, passphrase: string, remoteUrl?: string): Promise<VaultPaths> {
+  await loadSodium();
+  const paths = vaultPaths(vaultDir);
+  const existing: string[] = await readdir(paths.dir).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return [];
+    throw err;
+  });
+  if (existing.includes('vault.json')) throw new CofferError('VAULT_EXISTS', `${paths.dir} already holds a vault`);
+  if (existing.length > 0) throw new CofferError('VAULT_EXISTS', `${paths.dir} is not empty; choose a new or empty directory`);
+  const remote = remoteUrl ?? pathToFileURL(paths.embeddedRemote).href;
+  const backend = openBackend(remote);
+  const { header } = createVaultHeader(passphrase, { chunkSize: DEFAULT_CHUNK_SIZE });
+  const config: VaultConfig = { version: 1, remote, bufferSize: 64 * 1024 * 1024, memoryCacheSize: 64 * 1024 * 1024 };
+
+  await mkdir(paths.state, { recursive: true });
+  await mkdir(paths.cache, { recursive: true });
+  if (!remoteUrl) await mkdir(paths.embeddedRemote, { recursive: true });
+  const now = Date.now();
+  new VaultIndex(paths.index, { create: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, nowMs: now } }).close();
+  await writeFile(paths.config, JSON.stringify(config, null, 2) + '\n');
+  await backend.createExclusive(remoteKeys.header, Buffer.from(serializeHeader(header))).catch((err) => {
+    if (isCofferError(err, 'REMOTE_EXISTS')) {
+      throw new CofferError('VAULT_EXISTS', `the remote ${backend.description} already holds a vault`);
+    }
+    throw err;
+  });
+  // The header goes last: a directory without it is not a vault, so a failed init can simply be retried.
+  await writeFile(paths.header + '.tmp', serializeHeader(header));
+  await rename(paths.header + '.tmp', paths.header);
+  return paths;
+}
+
+export async function readVaultHeaderRaw(vaultDir: string): Promise<unknown> {
+  const paths = vaultPaths(vaultDir);
+  let text: string;
+  try {
+    text = await readFile(paths.header, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new CofferError('NOT_A_VAULT', `${paths.dir} is not a Coffer vault (no vault.json); create one with: coffer init ${vaultDir}`);
+    }
+    throw err;
+  }
+  return parseHeaderJson(text);
+}
+
+export async function isVaultDir(dir: string): Promise<boolean> {
+  return stat(vaultPaths(dir).header).then(
+    () => true,
+    () => false,
+  );
+}
+
+export async function readConfig(paths: VaultPaths): Promise<VaultConfig> {
+  return JSON.parse(await readFile(paths.config, 'utf8')) as VaultConfig;
+}
+
+/** Unlocks with a passphrase: runs the KDF (about a second, by design). */
+export async function unlockVault(vaultDir: string, passphrase: string): Promise<UnlockedVault> {
+  await loadSodium();
+  const raw = await readVaultHeaderRaw(vaultDir);
+  const { header, masterKey } = unlockVaultHeader(raw, passphrase);
+  return assemble(vaultDir, header, masterKey);
+}
+
+/** Opens with a master key already unwrapped by the process that asked for the passphrase. */
+export async function openVaultWithKey(vaultDir: string, masterKey: Uint8Array): Promise<UnlockedVault> {
+  await loadSodium();
+  const raw = await readVaultHeaderRaw(vaultDir);
+  return assemble(vaultDir, verifyVaultHeader(raw, masterKey), masterKey);
+}
+
+async function assemble(vaultDir: string, header: VaultHeader, masterKey: Uint8Array): Promise<UnlockedVault> {
+  const paths = vaultPaths(vaultDir);
+  const keys = deriveVaultKeys(masterKey);
+  const vaultId = Buffer.from(header.vaultId, 'hex');
+  return {
+    paths,
+    header,
+    config: await readConfig(paths),
+    masterKey,
+    keys,
+    dataContext: { vaultId, keyEpoch: header.keyEpoch, key: keys.chunk },
+    metadataContext: { vaultId, keyEpoch: header.keyEpoch, key: keys.metadata },
+  };
+}
