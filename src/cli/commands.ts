@@ -11,8 +11,8 @@ import { CofferError } from '../errors.js';
 import { callDaemon } from '../daemon/control.js';
 import { runDaemon, type DaemonStatus } from '../daemon/daemon.js';
 import { createLogger } from '../daemon/log.js';
-import { isDaemonAlive, removeDaemonInfo, removeMountRecord } from '../daemon/registry.js';
-import { findMount, forceUnmount } from '../fs/mountinfo.js';
+import { daemonInfoForMountpoint, isDaemonAlive, removeDaemonInfo, removeMountRecord } from '../daemon/registry.js';
+import { findMount, forceUnmount, isStaleMount } from '../fs/mountinfo.js';
 import { VaultIndex } from '../index/vault-index.js';
 import { initVault, readConfig, readVaultHeaderRaw, unlockVault } from '../vault/vault.js';
 import { vaultPaths } from '../vault/layout.js';
@@ -38,6 +38,7 @@ export async function mountCommand(args: { vault: string; mountpoint: string; fo
   if (target.alive && target.info) {
     throw new CofferError('ALREADY_MOUNTED', `the vault ${vaultDir} is already mounted at ${target.info.mountpoint} (daemon pid ${target.info.pid}); unmount it first with: coffer unmount ${target.info.mountpoint}`);
   }
+  await cleanStaleMount(mountpoint);
   const mountStat = await stat(mountpoint).catch(() => undefined);
   if (!mountStat) throw new CofferError('BAD_ARGUMENT', `mountpoint ${mountpoint} does not exist; create it first (mkdir -p ${mountpoint})`);
   if (!mountStat.isDirectory()) throw new CofferError('BAD_ARGUMENT', `mountpoint ${mountpoint} is not a directory`);
@@ -155,6 +156,17 @@ export async function statusCommand(args: { target: string; json: boolean }): Pr
     if (status.sync.lastError) lines.push(`last error: ${status.sync.lastError}`);
   }
   process.stdout.write(lines.join('\n') + '\n');
+}
+
+/** A mount whose daemon died answers ENOTCONN; it is ours to clean before mounting again. */
+async function cleanStaleMount(mountpoint: string): Promise<void> {
+  const entry = await findMount(mountpoint);
+  if (!entry || !entry.fstype.startsWith('fuse') || !(await isStaleMount(mountpoint))) return;
+  const owner = await daemonInfoForMountpoint(mountpoint);
+  if (owner && (await isDaemonAlive(owner.pid))) return;
+  say(`Cleaning up the stale mount at ${mountpoint} (its daemon is no longer running).`);
+  await forceUnmount(mountpoint);
+  await removeMountRecord(mountpoint).catch(() => {});
 }
 
 async function waitFor(condition: () => Promise<boolean>, timeoutMs: number): Promise<void> {

@@ -8,7 +8,7 @@ import { randomFillSync, timingSafeEqual } from 'node:crypto';
 import { AuthenticationError, FormatError, WrongPassphraseError } from '../errors.js';
 import { KEY_BYTES, NONCE_BYTES, TAG_BYTES, xchachaOpen, xchachaSeal } from './aead.js';
 import { KDF_SALT_BYTES, checkKdfParams, deriveKek, newKdfParams, type KdfAlgorithm, type KdfParams } from './kdf.js';
-import { MASTER_KEY_BYTES, deriveVaultKeys, keyedHash } from './keys.js';
+import { MASTER_KEY_BYTES, deriveVaultKeys, keyedHash, wipeVaultKeys } from './keys.js';
 import { PAD_BLOCK, VAULT_ID_BYTES } from './objects.js';
 
 export const HEADER_FORMAT = 'coffer-vault';
@@ -182,15 +182,13 @@ export function canonicalJson(value: unknown): string {
 }
 
 function computeMac(header: Omit<VaultHeader, 'mac'> | VaultHeader, masterKey: Uint8Array): Buffer {
-  const { mac: _ignored, ...rest } = header as VaultHeader;
+  const unsigned: Record<string, unknown> = { ...header };
+  delete unsigned.mac;
   const keys = deriveVaultKeys(masterKey);
   try {
-    return keyedHash(keys.configMac, Buffer.from(canonicalJson(rest), 'utf8'));
+    return keyedHash(keys.configMac, Buffer.from(canonicalJson(unsigned), 'utf8'));
   } finally {
-    keys.chunk.fill(0);
-    keys.chunkId.fill(0);
-    keys.metadata.fill(0);
-    keys.configMac.fill(0);
+    wipeVaultKeys(keys);
   }
 }
 

@@ -179,6 +179,9 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     session = await mountFuse(mountpoint, filesystem, {
       fsname: 'coffer',
       subtype: 'coffer',
+      // Hard links are separate nodes to the kernel under the path-based FUSE API, so a cached
+      // link count goes stale when another name of the same file changes: always ask.
+      extraOptions: ['attr_timeout=0'],
       timeoutMs: 60_000,
       log: (message, err) => log.error(message, err),
     });

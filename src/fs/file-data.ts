@@ -21,7 +21,7 @@ import { FsError } from '../errors.js';
 import type { ChunkStore } from '../chunks/chunk-store.js';
 import { KeyedLock } from '../chunks/keyed-lock.js';
 import type { VaultIndex } from '../index/vault-index.js';
-import { AuthenticationError } from '../errors.js';
+import { AuthenticationError, FormatError } from '../errors.js';
 
 export interface FileDataOptions {
   chunkSize: number;
@@ -389,7 +389,7 @@ export class FileData {
     try {
       return await this.store.read(id);
     } catch (err) {
-      if (err instanceof AuthenticationError) {
+      if (err instanceof AuthenticationError || err instanceof FormatError) {
         this.options.log(`inode ${ino} chunk index ${idx}: ${err.message}`, err);
         throw new FsError('EIO', err.message);
       }

@@ -1,0 +1,107 @@
+/**
+ * Drives the real `coffer` CLI (the compiled dist/) against temp vaults and mounts.
+ * The daemon always runs in its own process; this process only touches the mount
+ * from outside, as a user's programs would.
+ */
+import { execFile, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+export const ROOT = resolve(import.meta.dirname, '..', '..');
+export const CLI = join(ROOT, 'dist', 'cli', 'main.js');
+export const PASSPHRASE = 'correct horse battery staple';
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export function ensureBuilt(): void {
+  if (!existsSync(CLI)) {
+    const build = spawnSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: ROOT, stdio: 'inherit' });
+    if (build.status !== 0) throw new Error('build failed');
+  }
+}
+
+export function coffer(args: string[], options: { env?: NodeJS.ProcessEnv; passphrase?: string | null; timeoutMs?: number } = {}): Promise<CliResult> {
+  const env: NodeJS.ProcessEnv = { ...process.env, ...options.env };
+  if (options.passphrase === null) delete env.COFFER_PASSPHRASE;
+  else env.COFFER_PASSPHRASE = options.passphrase ?? PASSPHRASE;
+  return new Promise((resolvePromise) => {
+    const child = execFile(process.execPath, [CLI, ...args], { env, timeout: options.timeoutMs ?? 120_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 1) : 0;
+      resolvePromise({ code, stdout, stderr });
+    });
+    child.stdin?.end();
+  });
+}
+
+export async function cofferOk(args: string[], options?: Parameters<typeof coffer>[1]): Promise<CliResult> {
+  const result = await coffer(args, options);
+  if (result.code !== 0) throw new Error(`coffer ${args.join(' ')} failed (${result.code}): ${result.stderr}`);
+  return result;
+}
+
+export function isMounted(mountpoint: string): boolean {
+  const lines = readFileSync('/proc/self/mountinfo', 'utf8').split('\n');
+  return lines.some((line) => line.split(' ')[4] === resolve(mountpoint));
+}
+
+/** A temp workspace with a vault and a mountpoint; `cleanup` unmounts whatever is left. */
+export class Workspace {
+  readonly dir: string;
+  readonly vault: string;
+  readonly mnt: string;
+  private readonly mounts = new Set<string>();
+
+  constructor(name = 'coffer-test-') {
+    this.dir = mkdtempSync(join(tmpdir(), name));
+    this.vault = join(this.dir, 'vault');
+    this.mnt = join(this.dir, 'mnt');
+    mkdirSync(this.mnt);
+  }
+
+  path(...parts: string[]): string {
+    return join(this.mnt, ...parts);
+  }
+
+  get log(): string {
+    return join(this.vault, 'logs', 'daemon.log');
+  }
+
+  async init(extra: string[] = []): Promise<void> {
+    await cofferOk(['init', this.vault, ...extra]);
+  }
+
+  async mount(mnt = this.mnt): Promise<void> {
+    this.mounts.add(mnt);
+    await cofferOk(['mount', this.vault, mnt]);
+  }
+
+  async unmount(mnt = this.mnt): Promise<void> {
+    await cofferOk(['unmount', mnt]);
+    this.mounts.delete(mnt);
+  }
+
+  async remount(): Promise<void> {
+    await this.unmount();
+    await this.mount();
+  }
+
+  async daemonPid(): Promise<number> {
+    const status = JSON.parse((await cofferOk(['status', this.vault, '--json'])).stdout) as { pid: number };
+    return status.pid;
+  }
+
+  async cleanup(): Promise<void> {
+    for (const mnt of this.mounts) {
+      if (isMounted(mnt)) {
+        const result = await coffer(['unmount', mnt]);
+        if (result.code !== 0 || isMounted(mnt)) spawnSync('umount', ['-l', mnt]);
+      }
+    }
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
