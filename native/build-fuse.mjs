@@ -28,6 +28,26 @@ const HUNKS = [
     count: 1,
   },
   {
+    name: 'UTIME_NOW / UTIME_OMIT reach JS as the current time / a "keep" marker',
+    before:
+      'static uint64_t timespec_to_uint64 (const struct timespec* ts) {\n' +
+      '  uint64_t ms = (ts->tv_sec * 1000) + (ts->tv_nsec / 1000000);\n',
+    after:
+      '// Coffer: with flag_utime_omit_ok, libfuse passes UTIME_NOW or UTIME_OMIT for a time the caller\n' +
+      '// did not give explicitly (`touch -m` sets only mtime). Without the flag libfuse drops such\n' +
+      '// calls silently. NOW becomes the current time; OMIT becomes UINT64_MAX, which the JS side\n' +
+      '// reads as "keep the current value".\n' +
+      'static uint64_t timespec_to_uint64 (const struct timespec* ts) {\n' +
+      '  struct timespec now;\n' +
+      '  if (ts->tv_nsec == UTIME_OMIT) return UINT64_MAX;\n' +
+      '  if (ts->tv_nsec == UTIME_NOW) {\n' +
+      '    clock_gettime(CLOCK_REALTIME, &now);\n' +
+      '    ts = &now;\n' +
+      '  }\n' +
+      '  uint64_t ms = (ts->tv_sec * 1000) + (ts->tv_nsec / 1000000);\n',
+    count: 1,
+  },
+  {
     name: 'NULL-safe path argument helper',
     before: 'static fuse_thread_locals_t* get_thread_locals();\n',
     after:
@@ -52,9 +72,12 @@ const HUNKS = [
     count: 34,
   },
   {
-    name: 'flag_nullpath_ok, so reads, writes and fgetattr keep working on an unlinked open file',
+    name: 'flag_nullpath_ok (reads, writes, fgetattr on an unlinked open file) and flag_utime_omit_ok',
     before: '  struct fuse_operations ops = { };\n',
-    after: '  struct fuse_operations ops = { };\n  ops.flag_nullpath_ok = 1; // Coffer: see fuse_native_path_argv\n',
+    after:
+      '  struct fuse_operations ops = { };\n' +
+      '  ops.flag_nullpath_ok = 1; // Coffer: see fuse_native_path_argv\n' +
+      '  ops.flag_utime_omit_ok = 1; // Coffer: see timespec_to_uint64\n',
     count: 1,
   },
   {

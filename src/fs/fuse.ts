@@ -77,7 +77,10 @@ export interface FuseHandlers {
   fsyncdir?(path: string | null, datasync: boolean, fh: number): Promise<void>;
   truncate(path: string, size: number): Promise<void>;
   ftruncate(path: string | null, fh: number, size: number): Promise<void>;
-  /** Called only when both times are set (libfuse 2 without utime_omit_ok); millisecond precision. */
+  /**
+   * Millisecond precision. Always both times: one the caller left unchanged (`touch -m`) is
+   * read back through getattr first, so the two calls are not atomic.
+   */
   utimens(path: string, atimeMs: number, mtimeMs: number): Promise<void>;
   readlink(path: string): Promise<string>;
   chown(path: string, uid: number, gid: number): Promise<void>;
@@ -131,7 +134,6 @@ const SEMANTICS = ['use_ino', 'hard_remove', 'default_permissions'];
 
 const ERRNO = os.constants.errno;
 const EIO = -ERRNO.EIO;
-const ENOENT = -ERRNO.ENOENT;
 const ERANGE = -ERRNO.ERANGE;
 const UINT32_MAX = 0xffff_ffff;
 const FH_MAX = 0x7fff_ffff;
@@ -479,11 +481,27 @@ function defineCofferFuse(Fuse: FuseNativeClass): FuseNativeClass {
       this.#settle(signal, 'ftruncate', () => this.#binding.handlers.ftruncate(p, fh, uint64FromArgs(sizeLow, sizeHigh)), () => [0]);
     }
 
+    // The patched native side sends UINT64_MAX for a time the caller left alone (UTIME_OMIT, as
+    // in `touch -m`); handlers always get both times, the kept one read back through getattr.
     _op_utimens(signal: Signal, p: string | null, aLow: number, aHigh: number, mLow: number, mHigh: number): void {
+      const { handlers } = this.#binding;
       this.#settle(
         signal,
         'utimens',
-        () => this.#binding.handlers.utimens(needPath(p), uint64FromArgs(aLow, aHigh), uint64FromArgs(mLow, mHigh)),
+        async () => {
+          const target = needPath(p);
+          const keepAtime = aLow === UINT32_MAX && aHigh === UINT32_MAX;
+          const keepMtime = mLow === UINT32_MAX && mHigh === UINT32_MAX;
+          if (keepAtime && keepMtime) return;
+          let atimeMs = uint64FromArgs(aLow, aHigh);
+          let mtimeMs = uint64FromArgs(mLow, mHigh);
+          if (keepAtime || keepMtime) {
+            const current = await handlers.getattr(target);
+            if (keepAtime) atimeMs = current.atimeMs;
+            if (keepMtime) mtimeMs = current.mtimeMs;
+          }
+          await handlers.utimens(target, atimeMs, mtimeMs);
+        },
         () => [0],
       );
     }

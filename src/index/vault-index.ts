@@ -113,7 +113,8 @@ export class VaultIndex {
 
   constructor(readonly path: string, options: OpenIndexOptions = {}) {
     try {
-      this.db = new Database(path, { readonly: options.readonly ?? false, fileMustExist: !options.create });
+      // A busy index means another daemon holds it: fail at once instead of waiting.
+      this.db = new Database(path, { readonly: options.readonly ?? false, fileMustExist: !options.create, timeout: 50 });
       if (!options.readonly) {
         this.db.pragma('locking_mode = EXCLUSIVE');
         this.db.pragma('journal_mode = WAL');
