@@ -19,8 +19,4 @@ export class KeyedLock<K> {
       if (this.tails.get(key) === tail) this.tails.delete(key);
     }
   }
-
-  isHeld(key: K): boolean {
-    return this.tails.has(key);
-  }
 }

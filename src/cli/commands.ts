@@ -13,7 +13,7 @@ import { runDaemon, type DaemonStatus } from '../daemon/daemon.js';
 import { createLogger } from '../daemon/log.js';
 import { daemonInfoForMountpoint, isDaemonAlive, removeDaemonInfo, removeMountRecord } from '../daemon/registry.js';
 import { findMount, forceUnmount, isStaleMount } from '../fs/mountinfo.js';
-import { VaultIndex } from '../index/vault-index.js';
+import { VaultIndex, type IndexCounts } from '../index/vault-index.js';
 import { initVault, readConfig, readVaultHeaderRaw, unlockVault } from '../vault/vault.js';
 import { vaultPaths } from '../vault/layout.js';
 import { obtainPassphrase } from './passphrase.js';
@@ -109,18 +109,10 @@ export async function unmountCommand(args: { target: string }): Promise<void> {
   throw new CofferError('NOT_MOUNTED', `nothing is mounted at ${args.target}`);
 }
 
-export interface OfflineStatus {
+export interface OfflineStatus extends IndexCounts {
   mounted: false;
   vault: string;
   remote: string;
-  files: number;
-  directories: number;
-  bytes: number;
-  chunks: number;
-  chunkBytes: number;
-  pendingChunks: number;
-  pendingBytes: number;
-  failedChunks: number;
 }
 
 export async function statusCommand(args: { target: string; json: boolean }): Promise<void> {

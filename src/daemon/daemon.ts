@@ -11,7 +11,7 @@ import type { Server } from 'node:net';
 import { CofferError, isCofferError } from '../errors.js';
 import { ChunkStore } from '../chunks/chunk-store.js';
 import { ChunkCollector } from '../chunks/collector.js';
-import { VaultIndex } from '../index/vault-index.js';
+import { VaultIndex, type IndexCounts } from '../index/vault-index.js';
 import { FileData } from '../fs/file-data.js';
 import { Filesystem } from '../fs/filesystem.js';
 import { mountFuse, type FuseSession } from '../fs/fuse.js';
@@ -32,20 +32,12 @@ export interface DaemonOptions {
   onReady?: () => void;
 }
 
-export interface DaemonStatus {
+export interface DaemonStatus extends IndexCounts {
   mounted: true;
   pid: number;
   vault: string;
   mountpoint: string;
   remote: string;
-  files: number;
-  directories: number;
-  bytes: number;
-  chunks: number;
-  chunkBytes: number;
-  pendingChunks: number;
-  pendingBytes: number;
-  failedChunks: number;
   bufferedBytes: number;
   sync: ReturnType<Syncer['status']>;
 }

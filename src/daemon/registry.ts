@@ -48,7 +48,8 @@ export async function isDaemonAlive(pid: number): Promise<boolean> {
   }
   try {
     const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8');
-    return /coffer|daemon/i.test(cmdline) || cmdline.includes('node');
+    // The background daemon renames itself coffer-daemon; a foreground one runs the CLI's main.js.
+    return /coffer|main\.js/.test(cmdline);
   } catch {
     return false;
   }

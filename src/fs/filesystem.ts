@@ -18,6 +18,7 @@ const XATTR_SIZE_MAX = 65536;
 const PREFERRED_IO_SIZE = 131072;
 /** uid_t/gid_t -1: leave unchanged. */
 const UNCHANGED_ID = 0xffffffff;
+const UNLIMITED_INODES = 0xffffffff;
 
 export interface FilesystemOptions {
   /** Where the vault lives; statfs reports this disk. */
@@ -122,17 +123,17 @@ export class Filesystem implements FuseHandlers {
   }
 
   async statfs(): Promise<StatFs> {
+    // Space is the vault disk's; inodes are only index rows, so there is no fixed supply to report.
     const disk = await statfsAsync(this.options.vaultDir);
-    const counts = this.index.counts();
     return {
       bsize: disk.bsize,
       frsize: disk.bsize,
       blocks: disk.blocks,
       bfree: disk.bfree,
       bavail: disk.bavail,
-      files: counts.files + counts.directories + counts.symlinks + 1_000_000,
-      ffree: 1_000_000,
-      favail: 1_000_000,
+      files: UNLIMITED_INODES,
+      ffree: UNLIMITED_INODES,
+      favail: UNLIMITED_INODES,
       namemax: NAME_MAX,
     };
   }

@@ -14,7 +14,7 @@
  */
 import Database from 'better-sqlite3';
 import { FsError, CofferError } from '../errors.js';
-import { INDEX_SCHEMA_VERSION, LOCAL_ONLY_TABLES, ROOT_INO, SCHEMA_V1 } from './schema.js';
+import { INDEX_SCHEMA_VERSION, ROOT_INO, SCHEMA_V1 } from './schema.js';
 
 export const S_IFMT = 0o170000;
 export const S_IFDIR = 0o040000;
@@ -183,6 +183,7 @@ export class VaultIndex {
       releasedChunks: db.prepare<[number, number], { id: Buffer }>('SELECT id FROM chunks WHERE refs = 0 AND released_ms <= ? LIMIT ?'),
       deleteChunk: db.prepare('DELETE FROM chunks WHERE id = ? AND refs = 0'),
       unqueue: db.prepare('DELETE FROM upload_queue WHERE id = ?'),
+      isQueued: db.prepare<[Buffer], { one: number }>('SELECT 1 AS one FROM upload_queue WHERE id = ?'),
       addRemoteGarbage: db.prepare('INSERT OR IGNORE INTO remote_garbage (id, since_ms) VALUES (?, ?)'),
       nextUploads: db.prepare<[number, number], { id: Buffer; attempts: number }>(
         'SELECT id, attempts FROM upload_queue WHERE next_try_ms <= ? ORDER BY next_try_ms, queued_ms LIMIT ?',
@@ -551,7 +552,7 @@ export class VaultIndex {
   }
 
   isQueued(id: Buffer): boolean {
-    return this.db.prepare('SELECT 1 FROM upload_queue WHERE id = ?').get(id) !== undefined;
+    return this.st.isQueued.get(id) !== undefined;
   }
 
   lastUploadErrors(limit: number): { id: string; attempts: number; error: string }[] {
@@ -583,17 +584,5 @@ export class VaultIndex {
   /** Copies the database to `destPath` without stopping writers (SQLite online backup). */
   async backupTo(destPath: string): Promise<void> {
     await this.db.backup(destPath);
-  }
-}
-
-/** Empties the local-only tables of a backup copy before it is published. */
-export function stripLocalState(copyPath: string): void {
-  const copy = new Database(copyPath);
-  try {
-    copy.pragma('journal_mode = DELETE');
-    for (const table of LOCAL_ONLY_TABLES) copy.exec(`DELETE FROM ${table}`);
-    copy.exec('VACUUM');
-  } finally {
-    copy.close();
   }
 }
