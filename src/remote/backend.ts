@@ -23,9 +23,16 @@ export interface CallOptions {
   signal?: AbortSignal;
 }
 
+export interface RemoteCapabilities {
+  /** createExclusive is atomic on the server (a concurrent second create fails). */
+  atomicExclusiveCreate: boolean;
+}
+
 export interface RemoteBackend {
   /** A human-readable location, for status and logs (never holds secrets). */
   readonly description: string;
+  /** What the server guarantees; may ask the server once (REMOTE_UNAVAILABLE if it cannot). */
+  capabilities(options?: CallOptions): Promise<RemoteCapabilities>;
   /** Stores `body` under `key`, replacing nothing the caller did not mean to: data objects are written once. */
   put(key: string, body: Buffer, options?: CallOptions): Promise<void>;
   /** Stores `body` only if `key` does not exist yet (REMOTE_EXISTS otherwise). */

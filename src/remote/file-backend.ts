@@ -7,7 +7,7 @@ import { link, mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/pr
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { RemoteError } from '../errors.js';
-import type { ByteRange, CallOptions, ObjectInfo, RemoteBackend } from './backend.js';
+import type { ByteRange, CallOptions, ObjectInfo, RemoteBackend, RemoteCapabilities } from './backend.js';
 import { syncDirectory } from '../chunks/chunk-store.js';
 
 export class FileBackend implements RemoteBackend {
@@ -19,6 +19,10 @@ export class FileBackend implements RemoteBackend {
 
   get description(): string {
     return `file://${this.root}`;
+  }
+
+  async capabilities(): Promise<RemoteCapabilities> {
+    return { atomicExclusiveCreate: true }; // link(2) fails if the name exists
   }
 
   private pathOf(key: string): string {
