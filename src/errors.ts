@@ -23,6 +23,7 @@ export type CofferErrorCode =
   | 'REMOTE_UNAVAILABLE'
   | 'REMOTE_NOT_FOUND'
   | 'REMOTE_EXISTS'
+  | 'REMOTE_ROLLBACK'
   | 'BAD_ARGUMENT'
   | 'NO_PASSPHRASE'
   | 'DAEMON_FAILED';

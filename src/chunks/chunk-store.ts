@@ -8,7 +8,7 @@
  * its id; otherwise the read fails with AuthenticationError naming the chunk, and
  * nothing is cached.
  */
-import { mkdir, open, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { AuthenticationError } from '../errors.js';
@@ -26,7 +26,12 @@ export interface ChunkStoreOptions {
   context: ObjectContext;
   /** Bytes of opened (plaintext) chunks kept in memory. */
   memoryCacheBytes: number;
+  /** Bytes of sealed chunks kept on local disk before evicting ones the remote holds. */
+  cacheLimitBytes?: number;
   fetchRemote?: SealedChunkSource;
+  /** Whether a chunk may leave the local cache (the remote has it). */
+  canEvict?: (id: Buffer) => boolean;
+  log?: (message: string, err?: unknown) => void;
 }
 
 export class ChunkStore {
@@ -37,10 +42,99 @@ export class ChunkStore {
   private readonly loading = new Map<string, Promise<Buffer>>();
   private readonly createdDirs = new Set<string>();
   private unsynced = new Set<string>();
+  /** Local chunk files, least recently used first: id hex → sealed size. */
+  private readonly local = new Map<string, number>();
+  private localBytes = 0;
+  private evicting: Promise<void> | undefined;
   fetchRemote: SealedChunkSource | undefined;
 
   constructor(private readonly options: ChunkStoreOptions) {
     this.fetchRemote = options.fetchRemote;
+  }
+
+  get cacheUsage(): { bytes: number; chunks: number; limitBytes: number } {
+    return { bytes: this.localBytes, chunks: this.local.size, limitBytes: this.options.cacheLimitBytes ?? Infinity };
+  }
+
+  isLocal(id: Buffer): boolean {
+    return this.local.has(id.toString('hex'));
+  }
+
+  /**
+   * Learns what the cache directory holds (at start-up, in the background). Returns the
+   * ids found and removes temporary files left by a crash mid-write.
+   */
+  async scanLocal(): Promise<Buffer[]> {
+    const found: { hex: string; size: number; mtimeMs: number }[] = [];
+    const top = await readdir(this.options.dir).catch(() => [] as string[]);
+    for (const sub of top) {
+      if (!/^[0-9a-f]{2}$/.test(sub)) continue;
+      const dir = join(this.options.dir, sub);
+      for (const name of await readdir(dir).catch(() => [] as string[])) {
+        const path = join(dir, name);
+        if (name.endsWith('.tmp')) {
+          await unlink(path).catch(() => {});
+          continue;
+        }
+        if (!/^[0-9a-f]{64}$/.test(name)) continue;
+        const info = await stat(path).catch(() => undefined);
+        if (info) found.push({ hex: name, size: info.size, mtimeMs: info.mtimeMs });
+      }
+      this.createdDirs.add(dir);
+    }
+    // What the scan found is older than anything used since start-up: it goes first.
+    found.sort((a, b) => a.mtimeMs - b.mtimeMs);
+    const sinceStart = [...this.local];
+    this.local.clear();
+    for (const { hex, size } of found) this.local.set(hex, size);
+    for (const [hex, size] of sinceStart) this.local.set(hex, size);
+    this.localBytes = 0;
+    for (const size of this.local.values()) this.localBytes += size;
+    this.scheduleEviction();
+    return found.map((f) => Buffer.from(f.hex, 'hex'));
+  }
+
+  private track(hex: string, size: number): void {
+    this.untrack(hex);
+    this.local.set(hex, size);
+    this.localBytes += size;
+  }
+
+  private untrack(hex: string): void {
+    const size = this.local.get(hex);
+    if (size !== undefined) {
+      this.local.delete(hex);
+      this.localBytes -= size;
+    }
+  }
+
+  private touchLocal(hex: string): void {
+    const size = this.local.get(hex);
+    if (size !== undefined) {
+      this.local.delete(hex);
+      this.local.set(hex, size);
+    }
+  }
+
+  /** Evicts least recently used chunks the remote holds until the cache fits its limit. */
+  scheduleEviction(): void {
+    const limit = this.options.cacheLimitBytes;
+    if (limit === undefined || this.localBytes <= limit || this.evicting) return;
+    this.evicting = this.evict(limit)
+      .catch((err) => this.options.log?.(`evicting cached chunks: ${(err as Error).message}`, err))
+      .finally(() => (this.evicting = undefined));
+  }
+
+  private async evict(limit: number): Promise<void> {
+    const canEvict = this.options.canEvict ?? (() => false);
+    for (const hex of [...this.local.keys()]) {
+      if (this.localBytes <= limit) return;
+      const id = Buffer.from(hex, 'hex');
+      if (!canEvict(id) || this.loading.has(hex)) continue;
+      await this.fileLock.run(hex, async () => {
+        if (canEvict(id)) await this.removeLocal(id);
+      });
+    }
   }
 
   idOf(plaintext: Buffer): Buffer {
@@ -76,6 +170,8 @@ export class ChunkStore {
       throw err;
     }
     this.unsynced.add(final);
+    this.track(hex, sealed.length);
+    this.scheduleEviction();
   }
 
   /** Opened plaintext of a chunk; concurrent reads of one chunk share one load. */
@@ -85,6 +181,7 @@ export class ChunkStore {
     if (hit) {
       this.opened.delete(hex);
       this.opened.set(hex, hit);
+      this.touchLocal(hex);
       return hit;
     }
     let pending = this.loading.get(hex);
@@ -110,6 +207,7 @@ export class ChunkStore {
     let fromRemote = false;
     try {
       sealed = await readFile(this.pathOf(id));
+      this.touchLocal(hex);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
@@ -118,7 +216,7 @@ export class ChunkStore {
       fromRemote = true;
     }
     if (!sealed) throw new AuthenticationError(`chunk ${hex} is missing from the local cache and the remote`, hex);
-    const plaintext = this.open(id, sealed);
+    const plaintext = this.openSealed(id, sealed);
     if (fromRemote) {
       await this.fileLock.run(hex, () => this.writeSealed(id, sealed!));
     }
@@ -126,7 +224,8 @@ export class ChunkStore {
     return plaintext;
   }
 
-  private open(id: Buffer, sealed: Buffer): Buffer {
+  /** Authenticates sealed bytes as chunk `id` and returns its plaintext, or throws AuthenticationError. */
+  openSealed(id: Buffer, sealed: Buffer): Buffer {
     const hex = id.toString('hex');
     const plaintext = openObject(this.options.context, ObjectType.DataChunk, id, sealed);
     if (!this.idOf(plaintext).equals(id)) {
@@ -157,6 +256,7 @@ export class ChunkStore {
     const path = this.pathOf(id);
     this.unsynced.delete(path);
     const hex = id.toString('hex');
+    this.untrack(hex);
     const cached = this.opened.get(hex);
     if (cached) {
       this.opened.delete(hex);

@@ -28,6 +28,22 @@ export class ChunkCollector {
     clearInterval(this.timer);
   }
 
+  /** Deletes cached files the index does not know: left by a crash between write and commit. */
+  async removeUnknown(ids: Buffer[]): Promise<number> {
+    let removed = 0;
+    for (const id of ids) {
+      if (this.index.hasChunk(id)) continue;
+      await this.store.fileLock.run(id.toString('hex'), async () => {
+        if (!this.index.hasChunk(id)) {
+          await this.store.removeLocal(id);
+          removed++;
+        }
+      });
+    }
+    if (removed > 0) this.log(`removed ${removed} cached chunks that no file references (left by an interrupted write)`);
+    return removed;
+  }
+
   async collect(): Promise<number> {
     if (this.running) return 0;
     this.running = true;

@@ -3,13 +3,29 @@
  * The `coffer` command line. Exit codes: 0 success, 1 the command failed (the
  * message says why), 2 the command line itself was wrong.
  */
-import yargs from 'yargs';
+import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { CofferError } from '../errors.js';
-import { initCommand, mountCommand, statusCommand, unmountCommand } from './commands.js';
+import { parseSize } from '../vault/config.js';
+import { cloneCommand } from './commands/clone.js';
+import { fsckCommand } from './commands/fsck.js';
+import { initCommand } from './commands/init.js';
+import { mountCommand } from './commands/mount.js';
+import { statusCommand } from './commands/status.js';
+import { syncCommand } from './commands/sync.js';
+import { unmountCommand } from './commands/unmount.js';
 
 const EXIT_FAILED = 1;
 const EXIT_USAGE = 2;
+
+const size = (value: string | undefined) => (value === undefined ? undefined : parseSize(value));
+
+function remoteOptions<T>(y: Argv<T>) {
+  return y
+    .option('s3-endpoint', { type: 'string', describe: 'S3 endpoint URL for s3:// remotes other than AWS (else COFFER_S3_ENDPOINT)' })
+    .option('s3-region', { type: 'string', describe: 'S3 region (else AWS_REGION, else us-east-1)' })
+    .option('cache-size', { type: 'string', describe: 'local cache limit, e.g. 10G (chunks the remote holds are evicted beyond it)' });
+}
 
 async function main(): Promise<void> {
   await yargs(hideBin(process.argv))
@@ -20,11 +36,20 @@ async function main(): Promise<void> {
       'init <vault-dir>',
       'create a new vault',
       (y) =>
-        y
+        remoteOptions(y)
           .positional('vault-dir', { type: 'string', demandOption: true, describe: 'a new or empty directory for the vault' })
-          .option('remote', { type: 'string', describe: 'where the encrypted data goes (default: a folder inside the vault), e.g. file:///srv/coffer' })
-          .example('$0 init ~/vault', 'create a vault whose remote is the folder ~/vault/remote'),
-      (argv) => initCommand({ vault: argv['vault-dir'], remote: argv.remote, passphraseFile: argv['passphrase-file'] }),
+          .option('remote', { type: 'string', describe: 'where the encrypted data goes (default: a folder inside the vault): file:///path or s3://bucket/prefix' })
+          .example('$0 init ~/vault', 'a vault whose remote is the folder ~/vault/remote')
+          .example('$0 init ~/vault --remote s3://my-bucket/coffer --s3-endpoint http://127.0.0.1:9000', 'a vault on an S3-compatible store'),
+      (argv) =>
+        initCommand({
+          vault: argv['vault-dir'],
+          remote: argv.remote,
+          s3Endpoint: argv['s3-endpoint'],
+          s3Region: argv['s3-region'],
+          cacheSize: size(argv['cache-size']),
+          passphraseFile: argv['passphrase-file'],
+        }),
     )
     .command(
       'mount <vault-dir> <mountpoint>',
@@ -34,14 +59,26 @@ async function main(): Promise<void> {
           .positional('vault-dir', { type: 'string', demandOption: true })
           .positional('mountpoint', { type: 'string', demandOption: true, describe: 'an existing directory' })
           .option('foreground', { type: 'boolean', default: false, describe: 'keep the daemon attached to this terminal (for systemd and debugging)' })
+          .option('cache-size', { type: 'string', describe: 'local cache limit for this mount, e.g. 10G' })
           .example('$0 mount ~/vault ~/Coffer', 'mount in the background; returns once ~/Coffer is live'),
-      (argv) => mountCommand({ vault: argv['vault-dir'], mountpoint: argv.mountpoint, foreground: argv.foreground, passphraseFile: argv['passphrase-file'] }),
+      (argv) =>
+        mountCommand({
+          vault: argv['vault-dir'],
+          mountpoint: argv.mountpoint,
+          foreground: argv.foreground,
+          passphraseFile: argv['passphrase-file'],
+          overrides: { cacheSize: size(argv['cache-size']) },
+        }),
     )
     .command(
       'unmount <target>',
       'commit everything, stop the daemon and unmount (target: mountpoint or vault dir)',
-      (y) => y.positional('target', { type: 'string', demandOption: true }).example('$0 unmount ~/Coffer', ''),
-      (argv) => unmountCommand({ target: argv.target }),
+      (y) =>
+        y
+          .positional('target', { type: 'string', demandOption: true })
+          .option('wait-sync', { type: 'boolean', default: false, describe: 'first wait until the remote holds everything (with progress)' })
+          .example('$0 unmount ~/Coffer --wait-sync', 'upload everything, then unmount'),
+      (argv) => unmountCommand({ target: argv.target, waitSync: argv['wait-sync'] }),
     )
     .command(
       'status <target>',
@@ -52,6 +89,46 @@ async function main(): Promise<void> {
           .option('json', { type: 'boolean', default: false, describe: 'print one JSON object' })
           .example('$0 status ~/Coffer --json', ''),
       (argv) => statusCommand({ target: argv.target, json: argv.json }),
+    )
+    .command(
+      'sync <target>',
+      'upload and publish now (target: mountpoint or vault dir of a mounted vault)',
+      (y) =>
+        y
+          .positional('target', { type: 'string', demandOption: true })
+          .option('wait', { type: 'boolean', default: false, describe: 'show progress and return only when the remote holds everything written before the call' })
+          .option('json', { type: 'boolean', default: false, describe: 'with --wait: print the final status as JSON' })
+          .example('$0 sync ~/Coffer --wait', ''),
+      (argv) => syncCommand({ target: argv.target, wait: argv.wait, json: argv.json }),
+    )
+    .command(
+      'clone <remote-url> <vault-dir>',
+      'recreate a vault on this machine from its remote and passphrase',
+      (y) =>
+        remoteOptions(y)
+          .positional('remote-url', { type: 'string', demandOption: true, describe: 'file:///path or s3://bucket/prefix' })
+          .positional('vault-dir', { type: 'string', demandOption: true, describe: 'a new or empty directory' })
+          .example('$0 clone s3://my-bucket/coffer ~/vault --s3-endpoint http://127.0.0.1:9000', ''),
+      (argv) =>
+        cloneCommand({
+          remote: argv['remote-url'],
+          vault: argv['vault-dir'],
+          s3Endpoint: argv['s3-endpoint'],
+          s3Region: argv['s3-region'],
+          cacheSize: size(argv['cache-size']),
+          passphraseFile: argv['passphrase-file'],
+        }),
+    )
+    .command(
+      'fsck <vault-dir>',
+      'check an unmounted vault: the index, every local chunk, and with --remote every chunk on the remote',
+      (y) =>
+        y
+          .positional('vault-dir', { type: 'string', demandOption: true })
+          .option('remote', { type: 'boolean', default: false, describe: 'also download and authenticate every chunk from the remote' })
+          .option('json', { type: 'boolean', default: false, describe: 'print the report as JSON' })
+          .example('$0 fsck ~/vault --remote', ''),
+      (argv) => fsckCommand({ vault: argv['vault-dir'], remote: argv.remote, json: argv.json, passphraseFile: argv['passphrase-file'] }),
     )
     .demandCommand(1, 'name a command')
     .strict()

@@ -8,7 +8,7 @@
 import { resolve } from 'node:path';
 import { stat } from 'node:fs/promises';
 import type { Server } from 'node:net';
-import { CofferError, isCofferError } from '../errors.js';
+import { CofferError, RemoteError, isCofferError } from '../errors.js';
 import { ChunkStore } from '../chunks/chunk-store.js';
 import { ChunkCollector } from '../chunks/collector.js';
 import { VaultIndex, type IndexCounts } from '../index/vault-index.js';
@@ -16,9 +16,9 @@ import { FileData } from '../fs/file-data.js';
 import { Filesystem } from '../fs/filesystem.js';
 import { mountFuse, type FuseSession } from '../fs/fuse.js';
 import { findMount, isStaleMount, forceUnmount } from '../fs/mountinfo.js';
-import { remoteKeys } from '../remote/backend.js';
-import { openBackend } from '../remote/open-backend.js';
-import { Syncer } from '../sync/syncer.js';
+import { remoteKeys, type RemoteBackend } from '../remote/backend.js';
+import { Syncer, type SyncStatus } from '../sync/syncer.js';
+import { openConfiguredBackend } from '../vault/config.js';
 import type { UnlockedVault } from '../vault/vault.js';
 import { serveControl, type ControlRequest } from './control.js';
 import { removeDaemonInfo, writeDaemonInfo, type DaemonInfo } from './registry.js';
@@ -39,7 +39,48 @@ export interface DaemonStatus extends IndexCounts {
   mountpoint: string;
   remote: string;
   bufferedBytes: number;
-  sync: ReturnType<Syncer['status']>;
+  cacheBytes: number;
+  cacheLimitBytes: number;
+  sync: SyncStatus;
+}
+
+export interface SyncStarted {
+  /** The sync is complete once status.sync.publishedChange reaches this. */
+  target: number;
+}
+
+export interface UnmountResult {
+  unmounted: true;
+  /** Chunks written but not yet on the remote: they upload at the next mount. */
+  pendingChunks: number;
+  pendingBytes: number;
+}
+
+/** A chunk's sealed bytes from the remote, or undefined if it has none; bounded in time. */
+async function fetchChunk(backend: RemoteBackend, id: Buffer, timeoutMs: number): Promise<Buffer | undefined> {
+  const key = remoteKeys.chunk(id.toString('hex'));
+  try {
+    return await backend.get(key, { signal: AbortSignal.timeout(timeoutMs) });
+  } catch (err) {
+    if (isCofferError(err, 'REMOTE_NOT_FOUND')) return undefined;
+    if ((err as Error).name === 'TimeoutError' || (err as Error).name === 'AbortError') {
+      throw new RemoteError('REMOTE_UNAVAILABLE', `the remote did not deliver chunk ${id.toString('hex')} within ${timeoutMs / 1000} s`);
+    }
+    throw err;
+  }
+}
+
+/**
+ * Refuses to mount over a remote that serves an older state than this vault has seen.
+ * An unreachable remote is not a reason to refuse: the vault works offline and checks later.
+ */
+async function refuseRolledBackRemote(syncer: Syncer, log: Logger, timeoutMs: number): Promise<void> {
+  try {
+    await syncer.checkRemote(AbortSignal.timeout(timeoutMs));
+  } catch (err) {
+    if (isCofferError(err, 'REMOTE_ROLLBACK')) throw err;
+    log.warn(`the remote could not be checked now; working offline until it answers: ${(err as Error).message}`, err);
+  }
 }
 
 /** Runs until the vault is unmounted; resolves after a clean shutdown. */
@@ -72,22 +113,19 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   const orphans = index.purgeOrphans(Date.now());
   if (orphans > 0) log.info(`removed ${orphans} files that were deleted while open when the daemon last stopped`);
 
-  const backend = openBackend(vault.config.remote);
+  const config = vault.config;
+  const backend = openConfiguredBackend(config);
   const logFn = (message: string, err?: unknown) => log.error(message, err);
   const store = new ChunkStore({
     dir: paths.cache,
     chunkSize: vault.header.chunkSize,
     keys: vault.keys,
     context: vault.dataContext,
-    memoryCacheBytes: vault.config.memoryCacheSize,
-    fetchRemote: async (id) => {
-      try {
-        return await backend.get(remoteKeys.chunk(id.toString('hex')));
-      } catch (err) {
-        if (isCofferError(err, 'REMOTE_NOT_FOUND')) return undefined;
-        throw err;
-      }
-    },
+    memoryCacheBytes: config.memoryCacheSize,
+    cacheLimitBytes: config.cacheSize,
+    canEvict: (id) => index.chunkInfo(id)?.uploaded === true,
+    log: logFn,
+    fetchRemote: (id) => fetchChunk(backend, id, config.remoteReadTimeoutMs),
   });
   const data = new FileData(index, store, {
     chunkSize: vault.header.chunkSize,
@@ -108,6 +146,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     metadataContext: vault.metadataContext,
     chunkSize: vault.header.chunkSize,
     stateDir: paths.state,
+    concurrency: config.uploadConcurrency,
     log: (message, err) => log.warn(message, err),
   });
 
@@ -116,6 +155,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   let info: DaemonInfo | undefined;
   let watcher: NodeJS.Timeout | undefined;
   let shuttingDown: Promise<void> | undefined;
+  let pendingAtExit: IndexCounts | undefined;
   let finished!: () => void;
   const done = new Promise<void>((resolveDone) => (finished = resolveDone));
 
@@ -129,6 +169,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
       data.stopIdleCommits();
       collector.stop();
       await syncer.stop();
+      pendingAtExit = index.counts();
       index.close();
       control?.close();
       if (info) await removeDaemonInfo(info).catch(() => {});
@@ -138,29 +179,36 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     return shuttingDown;
   };
 
-  const status = (): DaemonStatus => ({
-    mounted: true,
-    pid: process.pid,
-    vault: paths.dir,
-    mountpoint,
-    remote: backend.description,
-    ...index.counts(),
-    bufferedBytes: data.bufferedByteCount,
-    sync: syncer.status(),
-  });
+  const status = (): DaemonStatus => {
+    const cache = store.cacheUsage;
+    return {
+      mounted: true,
+      pid: process.pid,
+      vault: paths.dir,
+      mountpoint,
+      remote: backend.description,
+      ...index.counts(),
+      bufferedBytes: data.bufferedByteCount,
+      cacheBytes: cache.bytes,
+      cacheLimitBytes: cache.limitBytes,
+      sync: syncer.status(),
+    };
+  };
 
   const handle = async (request: ControlRequest): Promise<unknown> => {
     switch (request.op) {
       case 'status':
         return status();
       case 'sync':
+        // Everything written before this request is committed, then counted in the target.
         await data.flushAll();
-        await syncer.syncNow();
-        return status();
-      case 'unmount':
+        return { target: syncer.requestSync() } satisfies SyncStarted;
+      case 'unmount': {
         // Answer after the mount is gone, so the CLI can return only then.
         await shutdown('unmount requested');
-        return { unmounted: true };
+        const { pendingChunks, pendingBytes } = pendingAtExit!;
+        return { unmounted: true, pendingChunks, pendingBytes } satisfies UnmountResult;
+      }
       default:
         throw new CofferError('BAD_ARGUMENT', `unknown control request ${JSON.stringify(request)}`);
     }
@@ -168,6 +216,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
 
   try {
     await syncer.start();
+    await refuseRolledBackRemote(syncer, log, config.remoteReadTimeoutMs);
     session = await mountFuse(mountpoint, filesystem, {
       fsname: 'coffer',
       subtype: 'coffer',
@@ -179,6 +228,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     });
     data.startIdleCommits();
     collector.start();
+    void store.scanLocal().then((ids) => collector.removeUnknown(ids), (err) => log.warn(`scanning the chunk cache: ${(err as Error).message}`, err));
     control = await serveControl(paths.socket, handle);
     info = { pid: process.pid, vault: paths.dir, mountpoint, socket: paths.socket, startedAt: new Date().toISOString() };
     await writeDaemonInfo(info);

@@ -4,14 +4,18 @@
  * or in the environment) and waits for one line on fd 3: `ready` or `error <json>`.
  */
 import { createWriteStream } from 'node:fs';
+import { pathToFileURL } from 'node:url';
+import { withOverrides, type ConfigOverrides } from '../vault/config.js';
 import { openVaultWithKey } from '../vault/vault.js';
-import { createLogger } from './log.js';
+import { createLogger, type Logger } from './log.js';
 import { runDaemon } from './daemon.js';
 
-interface StartRequest {
+export interface StartRequest {
   vault: string;
   mountpoint: string;
+  /** hex */
   masterKey: string;
+  overrides: ConfigOverrides;
 }
 
 async function readStdin(): Promise<string> {
@@ -26,17 +30,12 @@ async function main(): Promise<void> {
   const report = createWriteStream('', { fd: 3 });
   report.on('error', () => {});
   const request = JSON.parse(await readStdin()) as StartRequest;
-  const masterKey = Buffer.from(request.masterKey, 'hex');
-  let log;
+  let log: Logger | undefined;
   try {
-    const vault = await openVaultWithKey(request.vault, masterKey);
+    const vault = await openVaultWithKey(request.vault, Buffer.from(request.masterKey, 'hex'));
+    vault.config = withOverrides(vault.config, request.overrides);
     log = createLogger(vault.paths.log, false);
-    await runDaemon({
-      vault,
-      mountpoint: request.mountpoint,
-      log,
-      onReady: () => report.end('ready\n'),
-    });
+    await runDaemon({ vault, mountpoint: request.mountpoint, log, onReady: () => report.end('ready\n') });
   } catch (err) {
     log?.error(`daemon failed: ${(err as Error).message}`, err);
     report.end(`error ${JSON.stringify({ code: (err as { code?: string }).code ?? 'DAEMON_FAILED', message: (err as Error).message })}\n`);
@@ -48,4 +47,4 @@ async function main(): Promise<void> {
   process.exit(0);
 }
 
-void main();
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) void main();

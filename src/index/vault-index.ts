@@ -189,6 +189,7 @@ export class VaultIndex {
         'SELECT id, attempts FROM upload_queue WHERE next_try_ms <= ? ORDER BY next_try_ms, queued_ms LIMIT ?',
       ),
       markUploaded: db.prepare('UPDATE chunks SET uploaded = 1 WHERE id = ?'),
+      retryNow: db.prepare('UPDATE upload_queue SET next_try_ms = 0 WHERE next_try_ms > 0'),
       markFailed: db.prepare('UPDATE upload_queue SET attempts = attempts + 1, next_try_ms = ?, last_error = ? WHERE id = ?'),
       setSize: db.prepare('UPDATE inodes SET size = ?, mtime_ms = ?, ctime_ms = ? WHERE ino = ?'),
       getXattr: db.prepare<[number, string], { value: Buffer }>('SELECT value FROM xattrs WHERE ino = ? AND name = ?'),
@@ -545,6 +546,11 @@ export class VaultIndex {
       this.st.markUploaded.run(id);
       this.st.unqueue.run(id);
     })();
+  }
+
+  /** Lets every queued upload, including ones backing off after failures, go now. */
+  retryUploadsNow(): void {
+    this.st.retryNow.run();
   }
 
   markUploadFailed(id: Buffer, error: string, nextTryMs: number): void {

@@ -3,8 +3,14 @@ import { CofferError } from '../errors.js';
 import type { RemoteBackend } from './backend.js';
 import { FileBackend } from './file-backend.js';
 
+export interface OpenBackendOptions {
+  s3Endpoint?: string;
+  s3Region?: string;
+  env?: NodeJS.ProcessEnv;
+}
+
 /** Opens the backend a remote URL names. */
-export function openBackend(url: string): RemoteBackend {
+export function openBackend(url: string, _options: OpenBackendOptions = {}): RemoteBackend {
   let parsed: URL;
   try {
     parsed = new URL(url);

@@ -10,7 +10,7 @@ import { mkdir, readFile, rm, writeFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
-import { isCofferError } from '../errors.js';
+import { CofferError, isCofferError } from '../errors.js';
 import type { ChunkStore } from '../chunks/chunk-store.js';
 import type { VaultIndex } from '../index/vault-index.js';
 import { remoteKeys, type RemoteBackend } from '../remote/backend.js';
@@ -41,6 +41,9 @@ export interface SyncState {
 }
 
 export interface SyncStatus {
+  /** Changes made so far in this run, and how many of them the remote has in a published snapshot. */
+  changeCount: number;
+  publishedChange: number;
   uploading: number;
   uploadedChunks: number;
   uploadedBytes: number;
@@ -68,6 +71,8 @@ export class Syncer {
   private readonly abort = new AbortController();
   private publishing: Promise<void> | undefined;
   private publishedChange = -1;
+  /** A sync was asked for: publish as soon as uploads allow, without waiting for quiet. */
+  private urgent = false;
   private lastChange = -1;
   private lastChangeAtMs = 0;
   private state: SyncState = { lastManifest: 0, lastManifestHash: null, lastPublishMs: null };
@@ -81,7 +86,7 @@ export class Syncer {
   }
 
   private get statePath(): string {
-    return join(this.options.stateDir, 'sync-state.json');
+    return syncStatePath(this.options.stateDir);
   }
 
   async start(): Promise<void> {
@@ -105,6 +110,8 @@ export class Syncer {
 
   status(): SyncStatus {
     return {
+      changeCount: this.options.index.changeCount,
+      publishedChange: this.publishedChange,
       uploading: this.inflight.size,
       uploadedChunks: this.stats.uploadedChunks,
       uploadedBytes: this.stats.uploadedBytes,
@@ -124,7 +131,7 @@ export class Syncer {
       this.lastChangeAtMs = Date.now();
     }
     this.pumpUploads();
-    const quiet = Date.now() - this.lastChangeAtMs >= this.publishDelayMs;
+    const quiet = this.urgent || Date.now() - this.lastChangeAtMs >= this.publishDelayMs;
     if (!this.publishing && quiet && this.inflight.size === 0 && index.changeCount !== this.publishedChange) {
       this.publishing = this.publish()
         .catch((err) => {
@@ -178,14 +185,52 @@ export class Syncer {
     if (attempts === 0 || attempts % 5 === 4) this.options.log(this.stats.lastError);
   }
 
+  /**
+   * Starts a sync now: failed uploads are retried at once and the index is published as
+   * soon as its chunks are up. Returns the change count that `isSynced` waits for.
+   */
+  requestSync(): number {
+    this.options.index.retryUploadsNow();
+    this.urgent = true;
+    this.tick();
+    return this.options.index.changeCount;
+  }
+
+  isSynced(target: number): boolean {
+    return this.publishedChange >= target;
+  }
+
   /** Resolves once everything changed before the call is uploaded and published. */
   async syncNow(signal?: AbortSignal): Promise<void> {
-    const target = this.options.index.changeCount;
-    while (this.publishedChange < target) {
+    const target = this.requestSync();
+    while (!this.isSynced(target)) {
       signal?.throwIfAborted();
       this.abort.signal.throwIfAborted();
-      this.lastChangeAtMs = 0; // publish without waiting for quiet
       await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
+  /**
+   * Compares the remote's newest manifest with the high-water mark kept here. A remote
+   * whose newest manifest is older than one this vault already published or saw — or one
+   * that replaced it — is serving a rollback and is refused.
+   */
+  async checkRemote(signal?: AbortSignal): Promise<void> {
+    const { backend } = this.options;
+    if (this.state.lastManifest === 0) return;
+    const manifests = await backend.list(remoteKeys.manifestPrefix, { signal });
+    const newest = manifests.map((m) => Number(m.key.slice(remoteKeys.manifestPrefix.length))).filter(Number.isSafeInteger).reduce((a, b) => Math.max(a, b), 0);
+    if (newest < this.state.lastManifest) {
+      throw new CofferError(
+        'REMOTE_ROLLBACK',
+        `the remote ${backend.description} offers manifest ${newest} but this vault already published manifest ${this.state.lastManifest}: the remote was rolled back or is withholding data; refusing to use it`,
+      );
+    }
+    if (newest === this.state.lastManifest && this.state.lastManifestHash) {
+      const sealed = await backend.get(remoteKeys.manifest(newest), { signal });
+      if (manifestHash(sealed) !== this.state.lastManifestHash) {
+        throw new CofferError('REMOTE_ROLLBACK', `manifest ${newest} on the remote ${backend.description} is not the one this vault published; refusing to use it`);
+      }
     }
   }
 
@@ -237,11 +282,12 @@ export class Syncer {
       await backend.createExclusive(remoteKeys.manifest(counter), sealedManifest, { signal });
       this.state = {
         lastManifest: counter,
-        lastManifestHash: Buffer.from(sodium().crypto_generichash(32, sealedManifest, null)).toString('hex'),
+        lastManifestHash: manifestHash(sealedManifest),
         lastPublishMs: Date.now(),
       };
       await writeJsonAtomic(this.statePath, this.state);
       this.publishedChange = change;
+      if (index.changeCount === change) this.urgent = false;
       if (index.changeCount === change) index.setState('published', 1);
       this.stats.lastError = null;
     } catch (err) {
@@ -253,6 +299,20 @@ export class Syncer {
       await rm(copyPath, { force: true });
     }
   }
+}
+
+/** Where the manifest high-water mark lives (outside the index, so an index restored from the remote cannot lower it). */
+export function syncStatePath(stateDir: string): string {
+  return join(stateDir, 'sync-state.json');
+}
+
+export async function writeSyncState(stateDir: string, state: SyncState): Promise<void> {
+  await writeJsonAtomic(syncStatePath(stateDir), state);
+}
+
+/** BLAKE2b-256 of a sealed manifest: what the next manifest names as `previous`. */
+export function manifestHash(sealed: Uint8Array): string {
+  return Buffer.from(sodium().crypto_generichash(32, sealed, null)).toString('hex');
 }
 
 /** The 32-byte object id of manifest `counter`: the counter, big-endian, in the last 8 bytes. */

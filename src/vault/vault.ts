@@ -11,20 +11,10 @@ import type { ObjectContext } from '../crypto/objects.js';
 import { loadSodium } from '../crypto/sodium.js';
 import { VaultIndex } from '../index/vault-index.js';
 import { remoteKeys } from '../remote/backend.js';
-import { openBackend } from '../remote/open-backend.js';
 import { vaultPaths, type VaultPaths } from './layout.js';
+import { DEFAULT_CONFIG, openConfiguredBackend, readConfig, writeConfig, type VaultConfig } from './config.js';
 
 export const DEFAULT_CHUNK_SIZE = 1024 * 1024;
-
-/** Local settings of a vault (never uploaded). */
-export interface VaultConfig {
-  version: 1;
-  remote: string;
-  /** Memory for write buffers, bytes. */
-  bufferSize: number;
-  /** Memory for opened chunks, bytes. */
-  memoryCacheSize: number;
-}
 
 export interface UnlockedVault {
   paths: VaultPaths;
@@ -36,7 +26,14 @@ export interface UnlockedVault {
   metadataContext: ObjectContext;
 }
 
-export async function initVault(vaultDir: string, passphrase: string, remoteUrl?: string): Promise<VaultPaths> {
+export interface InitOptions {
+  remote?: string;
+  s3Endpoint?: string;
+  s3Region?: string;
+  cacheSize?: number;
+}
+
+export async function initVault(vaultDir: string, passphrase: string, options: InitOptions = {}): Promise<VaultPaths> {
   await loadSodium();
   const paths = vaultPaths(vaultDir);
   const existing: string[] = await readdir(paths.dir).catch((err: NodeJS.ErrnoException) => {
@@ -45,17 +42,22 @@ export async function initVault(vaultDir: string, passphrase: string, remoteUrl?
   });
   if (existing.includes('vault.json')) throw new CofferError('VAULT_EXISTS', `${paths.dir} already holds a vault`);
   if (existing.length > 0) throw new CofferError('VAULT_EXISTS', `${paths.dir} is not empty; choose a new or empty directory`);
-  const remote = remoteUrl ?? pathToFileURL(paths.embeddedRemote).href;
-  const backend = openBackend(remote);
+  const config: VaultConfig = {
+    ...DEFAULT_CONFIG,
+    remote: options.remote ?? pathToFileURL(paths.embeddedRemote).href,
+    ...(options.s3Endpoint !== undefined && { s3Endpoint: options.s3Endpoint }),
+    ...(options.s3Region !== undefined && { s3Region: options.s3Region }),
+    ...(options.cacheSize !== undefined && { cacheSize: options.cacheSize }),
+  };
+  const backend = openConfiguredBackend(config);
   const { header } = createVaultHeader(passphrase, { chunkSize: DEFAULT_CHUNK_SIZE });
-  const config: VaultConfig = { version: 1, remote, bufferSize: 64 * 1024 * 1024, memoryCacheSize: 64 * 1024 * 1024 };
 
   await mkdir(paths.state, { recursive: true });
   await mkdir(paths.cache, { recursive: true });
-  if (!remoteUrl) await mkdir(paths.embeddedRemote, { recursive: true });
+  if (!options.remote) await mkdir(paths.embeddedRemote, { recursive: true });
   const now = Date.now();
   new VaultIndex(paths.index, { create: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, nowMs: now } }).close();
-  await writeFile(paths.config, JSON.stringify(config, null, 2) + '\n');
+  await writeConfig(paths, config);
   await backend.createExclusive(remoteKeys.header, Buffer.from(serializeHeader(header))).catch((err) => {
     if (isCofferError(err, 'REMOTE_EXISTS')) {
       throw new CofferError('VAULT_EXISTS', `the remote ${backend.description} already holds a vault`);
@@ -87,10 +89,6 @@ export async function isVaultDir(dir: string): Promise<boolean> {
     () => true,
     () => false,
   );
-}
-
-export async function readConfig(paths: VaultPaths): Promise<VaultConfig> {
-  return JSON.parse(await readFile(paths.config, 'utf8')) as VaultConfig;
 }
 
 /** Unlocks with a passphrase: runs the KDF (about a second, by design). */

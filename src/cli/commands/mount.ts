@@ -1,0 +1,94 @@
+import { spawn } from 'node:child_process';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CofferError, type CofferErrorCode } from '../../errors.js';
+import { runDaemon } from '../../daemon/daemon.js';
+import { createLogger } from '../../daemon/log.js';
+import type { StartRequest } from '../../daemon/main.js';
+import { withOverrides, type ConfigOverrides } from '../../vault/config.js';
+import { readVaultHeaderRaw, unlockVault } from '../../vault/vault.js';
+import { formatBytes } from '../format.js';
+import { obtainPassphrase } from '../passphrase.js';
+import { cleanStaleMount, liveStatus, say } from '../shared.js';
+import { resolveTarget } from '../target.js';
+
+export interface MountArgs {
+  vault: string;
+  mountpoint: string;
+  foreground: boolean;
+  passphraseFile?: string;
+  overrides: ConfigOverrides;
+}
+
+export async function mountCommand(args: MountArgs): Promise<void> {
+  const vaultDir = resolve(args.vault);
+  const mountpoint = resolve(args.mountpoint);
+  await readVaultHeaderRaw(vaultDir); // a clear error before asking for a passphrase
+  const target = await resolveTarget(vaultDir);
+  if (target.alive && target.info) {
+    throw new CofferError(
+      'ALREADY_MOUNTED',
+      `the vault ${vaultDir} is already mounted at ${target.info.mountpoint} (daemon pid ${target.info.pid}); unmount it first with: coffer unmount ${target.info.mountpoint}`,
+    );
+  }
+  await cleanStaleMount(mountpoint);
+  const mountStat = await stat(mountpoint).catch(() => undefined);
+  if (!mountStat) throw new CofferError('BAD_ARGUMENT', `mountpoint ${mountpoint} does not exist; create it first (mkdir -p ${mountpoint})`);
+  if (!mountStat.isDirectory()) throw new CofferError('BAD_ARGUMENT', `mountpoint ${mountpoint} is not a directory`);
+  const passphrase = await obtainPassphrase({ passphraseFile: args.passphraseFile });
+  const vault = await unlockVault(vaultDir, passphrase);
+
+  if (args.foreground) {
+    vault.config = withOverrides(vault.config, args.overrides);
+    const log = createLogger(vault.paths.log, true);
+    try {
+      await runDaemon({
+        vault,
+        mountpoint,
+        log,
+        onReady: () => say(`Mounted ${vaultDir} at ${mountpoint}. Stop with Ctrl-C or: coffer unmount ${mountpoint}`),
+      });
+    } finally {
+      await log.close();
+    }
+    return;
+  }
+
+  await startBackgroundDaemon({ vault: vaultDir, mountpoint, masterKey: Buffer.from(vault.masterKey).toString('hex'), overrides: args.overrides }, vault.paths.log);
+  say(`Mounted ${vaultDir} at ${mountpoint}.`);
+  const status = await liveStatus(await resolveTarget(vaultDir), vaultDir).catch(() => undefined);
+  if (status && status.pendingChunks > 0) {
+    say(`Resuming the upload of ${status.pendingChunks} chunks (${formatBytes(status.pendingBytes)}) written before the last unmount.`);
+  }
+}
+
+/**
+ * Starts the daemon detached, hands it the key on stdin, and waits for it to say on
+ * fd 3 that the mountpoint is live (or why it is not).
+ */
+async function startBackgroundDaemon(request: StartRequest, logPath: string): Promise<void> {
+  mkdirSync(dirname(logPath), { recursive: true });
+  const logFd = openSync(logPath, 'a');
+  const daemonMain = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'daemon', 'main.js');
+  const child = spawn(process.execPath, [daemonMain], { detached: true, stdio: ['pipe', logFd, logFd, 'pipe'] });
+  closeSync(logFd);
+  child.stdin!.end(JSON.stringify(request));
+  const report = child.stdio[3] as NodeJS.ReadableStream;
+  const outcome = await new Promise<string>((resolveOutcome) => {
+    let text = '';
+    report.setEncoding('utf8');
+    report.on('data', (data: string) => (text += data));
+    report.on('end', () => resolveOutcome(text.trim()));
+    report.on('error', () => resolveOutcome(text.trim()));
+  });
+  if (outcome !== 'ready') {
+    if (outcome.startsWith('error ')) {
+      const { code, message } = JSON.parse(outcome.slice(6)) as { code: CofferErrorCode; message: string };
+      throw new CofferError(code, message);
+    }
+    throw new CofferError('DAEMON_FAILED', `the daemon stopped before the mount was ready; see ${logPath}`);
+  }
+  child.unref();
+}

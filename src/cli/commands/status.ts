@@ -1,0 +1,53 @@
+import type { DaemonStatus } from '../../daemon/daemon.js';
+import { VaultIndex, type IndexCounts } from '../../index/vault-index.js';
+import { readConfig } from '../../vault/config.js';
+import { vaultPaths } from '../../vault/layout.js';
+import { formatAgo, formatBytes } from '../format.js';
+import { liveStatus } from '../shared.js';
+import { requireVault, resolveTarget } from '../target.js';
+
+export interface OfflineStatus extends IndexCounts {
+  mounted: false;
+  vault: string;
+  remote: string;
+}
+
+export async function statusCommand(args: { target: string; json: boolean }): Promise<void> {
+  const target = await resolveTarget(args.target);
+  let status: DaemonStatus | OfflineStatus;
+  if (target.alive && target.info) {
+    const { socket: _socket, ...live } = await liveStatus(target, args.target);
+    status = live;
+  } else {
+    const vaultDir = requireVault(target, args.target);
+    const paths = vaultPaths(vaultDir);
+    const config = await readConfig(paths);
+    const index = new VaultIndex(paths.index, { readonly: true });
+    try {
+      status = { mounted: false, vault: vaultDir, remote: config.remote, ...index.counts() };
+    } finally {
+      index.close();
+    }
+  }
+  if (args.json) {
+    process.stdout.write(JSON.stringify(status) + '\n');
+    return;
+  }
+  const lines = [
+    `vault:      ${status.vault}`,
+    status.mounted ? `mounted:    yes, at ${status.mountpoint} (daemon pid ${status.pid})` : 'mounted:    no',
+    `remote:     ${status.remote}`,
+    `files:      ${status.files} (${formatBytes(status.bytes)}), ${status.directories} directories`,
+    `chunks:     ${status.chunks} (${formatBytes(status.chunkBytes)} stored)`,
+    `not yet on the remote: ${status.pendingChunks} chunks (${formatBytes(status.pendingBytes)})${status.failedChunks ? `, ${status.failedChunks} failing` : ''}`,
+  ];
+  if (status.mounted) {
+    const over = status.cacheBytes > status.cacheLimitBytes;
+    lines.push(
+      `cache:      ${formatBytes(status.cacheBytes)} of ${formatBytes(status.cacheLimitBytes)}${over ? ' — over the limit: what is not uploaded yet cannot be evicted' : ''}`,
+    );
+    lines.push(`last publish: ${formatAgo(status.sync.lastPublishMs)}${status.sync.publishedChange < status.sync.changeCount ? ' (changes not yet published)' : ''}`);
+    if (status.sync.lastError) lines.push(`last error: ${status.sync.lastError}`);
+  }
+  process.stdout.write(lines.join('\n') + '\n');
+}

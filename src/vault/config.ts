@@ -1,0 +1,77 @@
+/**
+ * A vault's local settings (`config.json`, never uploaded) and the sizes users type
+ * for them. Command-line flags override the file for one run.
+ */
+import { readFile, rename, writeFile } from 'node:fs/promises';
+import { CofferError } from '../errors.js';
+import type { RemoteBackend } from '../remote/backend.js';
+import { openBackend } from '../remote/open-backend.js';
+import type { VaultPaths } from './layout.js';
+
+export interface VaultConfig {
+  version: 1;
+  /** Where sealed objects go: file:///path or s3://bucket/prefix. */
+  remote: string;
+  /** S3 endpoint URL for non-AWS stores (else COFFER_S3_ENDPOINT, else AWS). */
+  s3Endpoint?: string;
+  s3Region?: string;
+  /** Bytes of sealed chunks kept locally; chunks the remote holds are evicted beyond it. */
+  cacheSize: number;
+  /** Memory for write buffers, bytes. */
+  bufferSize: number;
+  /** Memory for opened chunks, bytes. */
+  memoryCacheSize: number;
+  /** How long a read waits for the remote before failing with EIO. */
+  remoteReadTimeoutMs: number;
+  uploadConcurrency: number;
+}
+
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+
+export const DEFAULT_CONFIG: Omit<VaultConfig, 'remote'> = {
+  version: 1,
+  cacheSize: 10 * GiB,
+  bufferSize: 64 * MiB,
+  memoryCacheSize: 64 * MiB,
+  remoteReadTimeoutMs: 8000,
+  uploadConcurrency: 4,
+};
+
+/** Settings a command line may override for one run. */
+export type ConfigOverrides = Partial<Pick<VaultConfig, 'cacheSize' | 's3Endpoint' | 's3Region'>>;
+
+export async function readConfig(paths: VaultPaths): Promise<VaultConfig> {
+  let raw: Partial<VaultConfig>;
+  try {
+    raw = JSON.parse(await readFile(paths.config, 'utf8')) as Partial<VaultConfig>;
+  } catch (err) {
+    throw new CofferError('CORRUPT_FORMAT', `cannot read ${paths.config}: ${(err as Error).message}`);
+  }
+  if (raw.version !== 1 || typeof raw.remote !== 'string') {
+    throw new CofferError('CORRUPT_FORMAT', `${paths.config} is not a Coffer vault config (version 1 with a remote)`);
+  }
+  return { ...DEFAULT_CONFIG, ...raw } as VaultConfig;
+}
+
+export async function writeConfig(paths: VaultPaths, config: VaultConfig): Promise<void> {
+  await writeFile(paths.config + '.tmp', JSON.stringify(config, null, 2) + '\n');
+  await rename(paths.config + '.tmp', paths.config);
+}
+
+export function withOverrides(config: VaultConfig, overrides: ConfigOverrides = {}): VaultConfig {
+  const defined = Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined));
+  return { ...config, ...defined };
+}
+
+export function openConfiguredBackend(config: Pick<VaultConfig, 'remote' | 's3Endpoint' | 's3Region'>): RemoteBackend {
+  return openBackend(config.remote, { s3Endpoint: config.s3Endpoint, s3Region: config.s3Region });
+}
+
+/** "10G", "512M", "1.5GiB", "4096": bytes. Binary units, as disk tools use them. */
+export function parseSize(text: string): number {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$/i.exec(text);
+  if (!match) throw new CofferError('BAD_ARGUMENT', `not a size: ${JSON.stringify(text)} (examples: 512M, 10G, 1T)`);
+  const unit = { '': 1, k: 1024, m: MiB, g: GiB, t: 1024 * GiB }[match[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
+  return Math.floor(Number(match[1]) * unit);
+}

@@ -1,0 +1,148 @@
+/**
+ * Checks a vault that is not mounted: the index's own consistency, every chunk the
+ * index references in the local cache (and, on request, on the remote), each opened
+ * and authenticated. Problems are reported with the files and byte ranges they touch.
+ */
+import { readFile } from 'node:fs/promises';
+import { isCofferError } from '../errors.js';
+import { ChunkStore } from '../chunks/chunk-store.js';
+import { ROOT_INO } from '../index/schema.js';
+import { S_IFDIR, S_IFMT, VaultIndex } from '../index/vault-index.js';
+import { remoteKeys } from '../remote/backend.js';
+import { openConfiguredBackend } from './config.js';
+import type { UnlockedVault } from './vault.js';
+
+export interface AffectedRange {
+  path: string;
+  offset: number;
+  length: number;
+}
+
+export interface FsckProblem {
+  kind: 'index' | 'chunk-missing' | 'chunk-corrupt' | 'remote-missing' | 'remote-corrupt';
+  message: string;
+  chunk?: string;
+  affected?: AffectedRange[];
+}
+
+export interface FsckReport {
+  ok: boolean;
+  problems: FsckProblem[];
+  checked: { inodes: number; chunks: number; localChunks: number; remoteChunks: number };
+}
+
+export async function fsckVault(vault: UnlockedVault, options: { remote: boolean; onProgress?: (done: number, total: number) => void }): Promise<FsckReport> {
+  const index = new VaultIndex(vault.paths.index);
+  const problems: FsckProblem[] = [];
+  const checked = { inodes: 0, chunks: 0, localChunks: 0, remoteChunks: 0 };
+  try {
+    checkIndex(index, problems, checked);
+    const store = new ChunkStore({
+      dir: vault.paths.cache,
+      chunkSize: vault.header.chunkSize,
+      keys: vault.keys,
+      context: vault.dataContext,
+      memoryCacheBytes: 0,
+    });
+    const backend = options.remote ? openConfiguredBackend(vault.config) : undefined;
+    const chunks = index.db.prepare<[], { id: Buffer; uploaded: number }>('SELECT id, uploaded FROM chunks WHERE refs > 0').all();
+    checked.chunks = chunks.length;
+    let done = 0;
+    for (const { id, uploaded } of chunks) {
+      const hex = id.toString('hex');
+      const affected = () => affectedRanges(index, id, vault.header.chunkSize);
+      let local: Buffer | undefined;
+      try {
+        local = await readFile(store.pathOf(id));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+      if (local) {
+        checked.localChunks++;
+        const trouble = verify(store, id, local);
+        if (trouble) problems.push({ kind: 'chunk-corrupt', chunk: hex, message: `local copy of chunk ${hex}: ${trouble}`, affected: affected() });
+      } else if (!uploaded) {
+        problems.push({ kind: 'chunk-missing', chunk: hex, message: `chunk ${hex} is neither in the local cache nor uploaded`, affected: affected() });
+      }
+      if (backend) {
+        checked.remoteChunks++;
+        try {
+          const remote = await backend.get(remoteKeys.chunk(hex));
+          const trouble = verify(store, id, remote);
+          if (trouble) problems.push({ kind: 'remote-corrupt', chunk: hex, message: `remote copy of chunk ${hex}: ${trouble}`, affected: affected() });
+        } catch (err) {
+          if (!isCofferError(err, 'REMOTE_NOT_FOUND')) throw err;
+          if (uploaded) problems.push({ kind: 'remote-missing', chunk: hex, message: `chunk ${hex} is missing from the remote`, affected: affected() });
+        }
+      }
+      options.onProgress?.(++done, chunks.length);
+    }
+  } finally {
+    index.close();
+  }
+  return { ok: problems.length === 0, problems, checked };
+}
+
+function verify(store: ChunkStore, id: Buffer, sealed: Buffer): string | undefined {
+  try {
+    store.openSealed(id, sealed);
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
+function checkIndex(index: VaultIndex, problems: FsckProblem[], checked: FsckReport['checked']): void {
+  const db = index.db;
+  const add = (message: string) => problems.push({ kind: 'index', message });
+  const integrity = db.pragma('integrity_check', { simple: true });
+  if (integrity !== 'ok') add(`SQLite integrity check: ${String(integrity)}`);
+  checked.inodes = (db.prepare('SELECT count(*) AS n FROM inodes').get() as { n: number }).n;
+  for (const row of db.prepare<[], { parent: number; name: string; ino: number }>('SELECT e.parent, e.name, e.ino FROM entries e LEFT JOIN inodes i ON i.ino = e.ino WHERE i.ino IS NULL').all()) {
+    add(`entry ${JSON.stringify(row.name)} in directory ${row.parent} names inode ${row.ino}, which does not exist`);
+  }
+  const linkCounts = db
+    .prepare<[], { ino: number; mode: number; nlink: number; names: number; subdirs: number }>(
+      `SELECT i.ino, i.mode, i.nlink,
+              (SELECT count(*) FROM entries e WHERE e.ino = i.ino) AS names,
+              (SELECT count(*) FROM entries e JOIN inodes c ON c.ino = e.ino WHERE e.parent = i.ino AND (c.mode & ${S_IFMT}) = ${S_IFDIR}) AS subdirs
+       FROM inodes i`,
+    )
+    .all();
+  for (const row of linkCounts) {
+    const isDir = (row.mode & S_IFMT) === S_IFDIR;
+    const expected = isDir ? 2 + row.subdirs : row.names;
+    if (row.nlink !== expected) add(`inode ${row.ino} has link count ${row.nlink}, expected ${expected}`);
+    if (row.ino !== ROOT_INO && row.names === 0) add(`inode ${row.ino} has no name (an orphan)`);
+  }
+  for (const row of db.prepare<[], { ino: number; idx: number }>('SELECT f.ino, f.idx FROM file_chunks f LEFT JOIN chunks c ON c.id = f.chunk WHERE c.id IS NULL').all()) {
+    add(`inode ${row.ino} chunk index ${row.idx} names a chunk the index does not know`);
+  }
+  for (const row of db
+    .prepare<[], { id: Buffer; refs: number; actual: number }>('SELECT c.id, c.refs, (SELECT count(*) FROM file_chunks f WHERE f.chunk = c.id) AS actual FROM chunks c')
+    .all()) {
+    if (row.refs !== row.actual) add(`chunk ${row.id.toString('hex')} counts ${row.refs} references but ${row.actual} exist`);
+  }
+}
+
+/** Which files, and which bytes of them, a chunk holds. */
+function affectedRanges(index: VaultIndex, id: Buffer, chunkSize: number): AffectedRange[] {
+  const rows = index.db.prepare<[Buffer], { ino: number; idx: number }>('SELECT ino, idx FROM file_chunks WHERE chunk = ?').all(id);
+  return rows.map(({ ino, idx }) => {
+    const size = index.getInode(ino)?.size ?? 0;
+    const offset = idx * chunkSize;
+    return { path: pathOf(index, ino), offset, length: Math.max(0, Math.min(chunkSize, size - offset)) };
+  });
+}
+
+function pathOf(index: VaultIndex, ino: number): string {
+  const parts: string[] = [];
+  let at = ino;
+  for (let depth = 0; at !== ROOT_INO && depth < 4096; depth++) {
+    const entry = index.db.prepare<[number], { parent: number; name: string }>('SELECT parent, name FROM entries WHERE ino = ? LIMIT 1').get(at);
+    if (!entry) return `(inode ${ino}, unlinked)`;
+    parts.unshift(entry.name);
+    at = entry.parent;
+  }
+  return '/' + parts.join('/');
+}
