@@ -243,6 +243,9 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     });
   }, 2000);
   watcher.unref();
+  // A bug in a background task must not take the mount down with it: log it and carry on.
+  const onRejection = (reason: unknown) => log.error(`unhandled failure in a background task: ${(reason as Error)?.stack ?? String(reason)}`);
+  process.on('unhandledRejection', onRejection);
   const onSignal = (signal: NodeJS.Signals) => void shutdown(`received ${signal}`);
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
@@ -251,6 +254,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   log.info(`mounted ${paths.dir} at ${mountpoint} (remote ${backend.description})`);
   options.onReady?.();
   await done;
+  process.off('unhandledRejection', onRejection);
   process.off('SIGTERM', onSignal);
   process.off('SIGINT', onSignal);
 }

@@ -151,7 +151,9 @@ export class Syncer {
       const hex = id.toString('hex');
       if (this.inflight.has(hex) || this.inflight.size >= this.concurrency) continue;
       this.inflight.add(hex);
-      void this.upload(id, attempts).finally(() => this.inflight.delete(hex));
+      this.upload(id, attempts)
+        .catch((err) => this.options.log(`upload of chunk ${hex} failed unexpectedly: ${(err as Error).message}`, err))
+        .finally(() => this.inflight.delete(hex));
     }
   }
 
@@ -169,6 +171,7 @@ export class Syncer {
     try {
       await backend.put(remoteKeys.chunk(hex), sealed, { signal: this.abort.signal });
       index.markUploaded(id);
+      store.scheduleEviction(); // an uploaded chunk may now leave a full cache
       this.stats.uploadedChunks++;
       this.stats.uploadedBytes += sealed.length;
       this.stats.lastError = null;
@@ -180,7 +183,7 @@ export class Syncer {
 
   private failed(id: Buffer, attempts: number, message: string): void {
     const delay = Math.min(MAX_BACKOFF_MS, 1000 * 2 ** attempts) * (0.5 + Math.random() / 2);
-    this.options.index.markUploadFailed(id, message, Date.now() + delay);
+    this.options.index.markUploadFailed(id, message, Math.round(Date.now() + delay));
     this.stats.lastError = `uploading chunk ${id.toString('hex')}: ${message}`;
     if (attempts === 0 || attempts % 5 === 4) this.options.log(this.stats.lastError);
   }
