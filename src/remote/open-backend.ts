@@ -2,25 +2,77 @@ import { fileURLToPath } from 'node:url';
 import { CofferError } from '../errors.js';
 import type { RemoteBackend } from './backend.js';
 import { FileBackend } from './file-backend.js';
+import { RetryingBackend } from './retrying-backend.js';
+import { S3Backend } from './s3-backend.js';
 
 export interface OpenBackendOptions {
+  /** S3 endpoint URL; default `COFFER_S3_ENDPOINT`, else AWS for the region. */
   s3Endpoint?: string;
+  /** Default `AWS_REGION`, `AWS_DEFAULT_REGION`, else us-east-1. */
   s3Region?: string;
+  /** Where credentials and defaults come from (`process.env` unless given). */
   env?: NodeJS.ProcessEnv;
 }
 
-/** Opens the backend a remote URL names. */
-export function openBackend(url: string, _options: OpenBackendOptions = {}): RemoteBackend {
+/**
+ * Opens the backend a remote URL names: `file:///path` or `s3://bucket/prefix`.
+ *
+ * An S3 remote comes wrapped in RetryingBackend, since the network fails transiently. A
+ * file remote does not: its only "transient" failures are local disk errors that a retry
+ * seldom cures, and callers get the FileBackend itself as they always have.
+ */
+export function openBackend(url: string, options: OpenBackendOptions = {}): RemoteBackend {
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch {
-    throw new CofferError('BAD_ARGUMENT', `not a remote URL: ${url} (expected file:///path)`);
+    throw new CofferError('BAD_ARGUMENT', `not a remote URL: ${url} (expected file:///path or s3://bucket/prefix)`);
   }
   switch (parsed.protocol) {
     case 'file:':
       return new FileBackend(fileURLToPath(parsed));
+    case 's3:':
+      return new RetryingBackend(openS3(parsed, url, options));
     default:
-      throw new CofferError('BAD_ARGUMENT', `unsupported remote ${parsed.protocol}// in ${url} (supported: file://)`);
+      throw new CofferError('BAD_ARGUMENT', `unsupported remote ${parsed.protocol}// in ${url} (supported: file://, s3://)`);
   }
+}
+
+function openS3(parsed: URL, url: string, options: OpenBackendOptions): S3Backend {
+  const env = options.env ?? process.env;
+  const bucket = parsed.hostname;
+  if (!bucket) throw new CofferError('BAD_ARGUMENT', `no bucket in ${url} (expected s3://bucket/prefix)`);
+  if (parsed.username || parsed.password || parsed.port || parsed.search || parsed.hash) {
+    throw new CofferError('BAD_ARGUMENT', `unexpected parts in ${url}: an S3 remote is s3://bucket/prefix; credentials come from the environment`);
+  }
+  const accessKeyId = env.AWS_ACCESS_KEY_ID;
+  const secretAccessKey = env.AWS_SECRET_ACCESS_KEY;
+  if (!accessKeyId || !secretAccessKey) {
+    throw new CofferError('BAD_ARGUMENT', `set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary credentials) to use ${url}`);
+  }
+  const region = options.s3Region || env.AWS_REGION || env.AWS_DEFAULT_REGION || 'us-east-1';
+  const endpoint = options.s3Endpoint || env.COFFER_S3_ENDPOINT || `https://s3.${region}.amazonaws.com`;
+  let host: string;
+  try {
+    host = new URL(endpoint).hostname;
+  } catch {
+    throw new CofferError('BAD_ARGUMENT', `not an S3 endpoint URL: ${endpoint}`);
+  }
+  let prefix: string;
+  try {
+    prefix = decodeURIComponent(parsed.pathname.replace(/^\/+/, ''));
+  } catch {
+    throw new CofferError('BAD_ARGUMENT', `bad percent-encoding in ${url}`);
+  }
+  return new S3Backend({
+    bucket,
+    prefix,
+    endpoint,
+    region,
+    accessKeyId,
+    secretAccessKey,
+    sessionToken: env.AWS_SESSION_TOKEN || undefined,
+    // Only AWS is sure to serve bucket.host names; other servers need DNS set up for it.
+    forcePathStyle: !/(^|\.)amazonaws\.com(\.cn)?$/.test(host),
+  });
 }

@@ -166,20 +166,21 @@ export class S3Backend implements RemoteBackend {
   }
 
   /**
-   * Many S3-compatible servers (and AWS before August 2024) accept `If-None-Match: *` on
-   * PUT and then ignore it, so asking is not enough: write a fresh object twice and see
-   * whether the second write is refused.
+   * Some S3-compatible servers accept `If-None-Match: *` on PUT and then ignore it, so no
+   * answer to a question can be trusted: write a fresh object twice and see whether the
+   * second write is refused.
    */
   private async probeExclusiveCreate(): Promise<RemoteCapabilities> {
     const key = `${PROBE_DIR}${randomBytes(12).toString('hex')}`;
     const body = Buffer.from('coffer capability probe\n');
+    const conditionalPut = () => this.send({ method: 'PUT', key, body, headers: { 'if-none-match': '*' } }, 'probe');
+    const first = await conditionalPut();
     try {
-      const first = await this.send({ method: 'PUT', key, body, headers: { 'if-none-match': '*' } }, 'probe');
-      if (first.status === 501 || first.status === 400) return { atomicExclusiveCreate: false }; // header refused outright
+      if (refusesConditionalPut(first)) return { atomicExclusiveCreate: false };
       if (!ok(first.status)) throw this.failure('probe', key, first);
-      const second = await this.send({ method: 'PUT', key, body, headers: { 'if-none-match': '*' } }, 'probe');
+      const second = await conditionalPut();
       if (second.status === 412) return { atomicExclusiveCreate: true };
-      if (ok(second.status) || second.status === 501 || second.status === 400) return { atomicExclusiveCreate: false };
+      if (ok(second.status) || refusesConditionalPut(second)) return { atomicExclusiveCreate: false };
       throw this.failure('probe', key, second);
     } finally {
       await this.send({ method: 'DELETE', key }, 'probe').catch(() => {}); // a stray probe object is harmless
@@ -424,6 +425,12 @@ function describeFailure(what: string, response: S3Response): string {
     (message ? `: ${message}` : '') +
     (typeof requestId === 'string' ? ` [request id ${requestId}]` : '')
   );
+}
+
+/** A server that does not do conditional writes may reject the header outright rather than ignore it. */
+function refusesConditionalPut(response: S3Response): boolean {
+  const { code } = parseS3Error(response.body);
+  return (response.status === 501 || response.status === 400) && !(code !== undefined && TRANSIENT_CODES.has(code));
 }
 
 function ok(status: number): boolean {
