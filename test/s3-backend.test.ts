@@ -3,13 +3,10 @@
  * scripts/rgw.sh starts for this file (installing Ceph first if this machine lacks it,
  * as CI does), plus small local HTTP servers that misbehave on purpose.
  */
-import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CofferError, RemoteError } from '../src/errors.js';
 import { FileBackend } from '../src/remote/file-backend.js';
@@ -17,36 +14,21 @@ import { openBackend } from '../src/remote/open-backend.js';
 import { RetryingBackend } from '../src/remote/retrying-backend.js';
 import { S3Backend, signS3Request, type S3BackendOptions } from '../src/remote/s3-backend.js';
 import { remoteConformance } from './helpers/remote-conformance.js';
+import { startRgw, type RgwServer } from './helpers/rgw.js';
 
-const run = promisify(execFile);
-const script = new URL('../scripts/rgw.sh', import.meta.url).pathname;
-// Short: ceph's admin sockets live inside and unix socket paths are capped at 107 bytes.
-const rgwDir = mkdtempSync('/tmp/coffer-rgw-');
-let s3: { endpoint: string; region: string; accessKeyId: string; secretAccessKey: string; bucket: string };
+let rgw: RgwServer;
+let s3: Omit<RgwServer, 'stop'>;
 
 beforeAll(async () => {
-  // A no-op when Ceph is there; on a bare machine this is the ~1 min apt-get CI also does.
-  await run('bash', [script, 'install'], { timeout: 600_000 });
   const started = Date.now();
-  const { stdout } = await run('bash', [script, 'up', rgwDir], { timeout: 120_000 });
-  const vars = Object.fromEntries([...stdout.matchAll(/^export (\w+)=(.*)$/gm)].map((m) => [m[1]!, m[2]!]));
-  s3 = {
-    endpoint: vars.COFFER_TEST_S3_ENDPOINT!,
-    region: vars.COFFER_TEST_S3_REGION!,
-    accessKeyId: vars.COFFER_TEST_S3_ACCESS_KEY_ID!,
-    secretAccessKey: vars.COFFER_TEST_S3_SECRET_ACCESS_KEY!,
-    bucket: vars.COFFER_TEST_S3_BUCKET!,
-  };
+  rgw = await startRgw();
+  s3 = rgw;
   expect(s3.endpoint).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
   console.log(`RGW up in ${Date.now() - started} ms at ${s3.endpoint}`);
 }, 720_000);
 
 afterAll(async () => {
-  try {
-    await run('bash', [script, 'down', rgwDir], { timeout: 60_000 });
-  } finally {
-    rmSync(rgwDir, { recursive: true, force: true });
-  }
+  await rgw?.stop();
 }, 120_000);
 
 function freshPrefix(): string {
