@@ -160,6 +160,30 @@ describe('publishing and recovery', () => {
   });
 });
 
+describe('remote space', () => {
+  it('deletes from the remote the chunks and snapshots no published state needs any more', async () => {
+    const { ws, remote } = await vaultWithRemote();
+    await ws.mount();
+    const count = (dir: string) => (fs.existsSync(join(remote, dir)) ? fs.readdirSync(join(remote, dir), { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).length : 0);
+    fs.writeFileSync(ws.path('f'), randomBytes(2 * 1024 * 1024));
+    await cofferOk(['sync', ws.mnt, '--wait']);
+    expect(count('chunks')).toBe(2);
+    for (let round = 0; round < 3; round++) {
+      fs.writeFileSync(ws.path('f'), randomBytes(2 * 1024 * 1024));
+      await cofferOk(['sync', ws.mnt, '--wait']);
+    }
+    // Released chunks are forgotten after a grace period; the publish after that deletes them.
+    for (let i = 0; i < 60 && count('chunks') > 2; i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      await cofferOk(['sync', ws.mnt, '--wait']);
+    }
+    expect(count('chunks')).toBe(2);
+    expect(count('snapshots')).toBeLessThanOrEqual(2);
+    await ws.unmount();
+    expect((await coffer(['fsck', ws.vault, '--remote'])).code).toBe(0);
+  });
+});
+
 describe('cache and offline', () => {
   it('keeps the local cache within its limit while writing three times as much, and reads everything back', async () => {
     const { ws } = await vaultWithRemote(['--cache-size', '8M']);

@@ -185,6 +185,9 @@ export class VaultIndex {
       unqueue: db.prepare('DELETE FROM upload_queue WHERE id = ?'),
       isQueued: db.prepare<[Buffer], { one: number }>('SELECT 1 AS one FROM upload_queue WHERE id = ?'),
       addRemoteGarbage: db.prepare('INSERT OR IGNORE INTO remote_garbage (id, since_ms) VALUES (?, ?)'),
+      remoteGarbage: db.prepare<[number, number], { id: Buffer }>('SELECT id FROM remote_garbage WHERE since_ms < ? LIMIT ?'),
+      dropRemoteGarbage: db.prepare('DELETE FROM remote_garbage WHERE id = ?'),
+      isRemoteGarbage: db.prepare<[Buffer], { one: number }>('SELECT 1 AS one FROM remote_garbage WHERE id = ?'),
       nextUploads: db.prepare<[number, number], { id: Buffer; attempts: number }>(
         'SELECT id, attempts FROM upload_queue WHERE next_try_ms <= ? ORDER BY next_try_ms, queued_ms LIMIT ?',
       ),
@@ -487,6 +490,8 @@ export class VaultIndex {
           if (this.st.refChunk.run(chunk.id).changes === 0) {
             this.st.insertChunk.run(chunk.id, chunk.plainSize, chunk.sealedSize);
             this.st.queueChunk.run(chunk.id, nowMs);
+            // Content written again after it was released: its remote copy must stay.
+            this.st.dropRemoteGarbage.run(chunk.id);
           }
           this.st.putFileChunk.run(ino, idx, chunk.id);
           if (previous) this.st.unrefChunk.run(nowMs, previous);
@@ -533,8 +538,22 @@ export class VaultIndex {
       this.st.deleteChunk.run(id);
       this.st.unqueue.run(id);
       if (row.uploaded) this.st.addRemoteGarbage.run(id, nowMs);
+      this.changeCount++; // the next snapshot no longer names it, and publishing it frees the remote copy
       return true;
     })();
+  }
+
+  /** Uploaded chunks released before `beforeMs`: no snapshot published after that names them. */
+  remoteGarbage(beforeMs: number, limit: number): Buffer[] {
+    return this.st.remoteGarbage.all(beforeMs, limit).map((r) => r.id);
+  }
+
+  isRemoteGarbage(id: Buffer): boolean {
+    return this.st.isRemoteGarbage.get(id) !== undefined;
+  }
+
+  dropRemoteGarbage(id: Buffer): void {
+    this.st.dropRemoteGarbage.run(id);
   }
 
   nextUploads(nowMs: number, limit: number): QueuedUpload[] {

@@ -38,7 +38,12 @@ export interface SyncState {
   lastManifest: number;
   lastManifestHash: string | null;
   lastPublishMs: number | null;
+  /** Snapshot parts of the last published manifests, newest first: older ones are deleted from the remote. */
+  recentSnapshots?: { counter: number; parts: string[] }[];
 }
+
+/** How many published snapshots stay on the remote (the newest and a fallback). */
+const KEPT_SNAPSHOTS = 2;
 
 export interface SyncStatus {
   /** Changes made so far in this run, and how many of them the remote has in a published snapshot. */
@@ -67,6 +72,8 @@ const MAX_BACKOFF_MS = 5 * 60_000;
 
 export class Syncer {
   private readonly inflight = new Set<string>();
+  /** Chunks whose remote copy is being deleted: an upload of the same id waits for that. */
+  private readonly deletingRemote = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
   private readonly abort = new AbortController();
   private publishing: Promise<void> | undefined;
@@ -149,7 +156,7 @@ export class Syncer {
     const candidates = this.options.index.nextUploads(Date.now(), free + this.inflight.size);
     for (const { id, attempts } of candidates) {
       const hex = id.toString('hex');
-      if (this.inflight.has(hex) || this.inflight.size >= this.concurrency) continue;
+      if (this.inflight.has(hex) || this.deletingRemote.has(hex) || this.inflight.size >= this.concurrency) continue;
       this.inflight.add(hex);
       this.upload(id, attempts)
         .catch((err) => this.options.log(`upload of chunk ${hex} failed unexpectedly: ${(err as Error).message}`, err))
@@ -178,6 +185,37 @@ export class Syncer {
     } catch (err) {
       if (this.abort.signal.aborted) return;
       this.failed(id, attempts, (err as Error).message);
+    }
+  }
+
+  /**
+   * After a publish: deletes chunks no published snapshot names any more, and the
+   * parts of snapshots older than the ones kept. A failure is only logged: the rows
+   * stay, and the next publish tries again.
+   */
+  private async deleteRemoteGarbage(cutoffMs: number, expired: { parts: string[] }[]): Promise<void> {
+    const { index, backend } = this.options;
+    const signal = this.abort.signal;
+    try {
+      for (const { parts } of expired) {
+        for (const part of parts) await backend.delete(remoteKeys.snapshotPart(part), { signal });
+      }
+      for (let batch = index.remoteGarbage(cutoffMs, 256); batch.length > 0; batch = index.remoteGarbage(cutoffMs, 256)) {
+        for (const id of batch) {
+          // Written again meanwhile? Then it is queued for upload and must not be deleted.
+          if (!index.isRemoteGarbage(id)) continue;
+          const hex = id.toString('hex');
+          this.deletingRemote.add(hex);
+          try {
+            await backend.delete(remoteKeys.chunk(hex), { signal });
+          } finally {
+            this.deletingRemote.delete(hex);
+          }
+          index.dropRemoteGarbage(id);
+        }
+      }
+    } catch (err) {
+      if (!signal.aborted) this.options.log(`deleting unreferenced objects from the remote: ${(err as Error).message}`, err);
     }
   }
 
@@ -242,6 +280,8 @@ export class Syncer {
     const signal = this.abort.signal;
     const change = index.changeCount;
     const copyPath = join(stateDir, `snapshot-${randomBytes(6).toString('hex')}.db`);
+    // Chunks released before the copy is taken are named by no snapshot from here on.
+    const garbageCutoffMs = Date.now();
     try {
       await index.backupTo(copyPath);
       const pending = await prepareSnapshot(copyPath);
@@ -287,12 +327,15 @@ export class Syncer {
         lastManifest: counter,
         lastManifestHash: manifestHash(sealedManifest),
         lastPublishMs: Date.now(),
+        recentSnapshots: [{ counter, parts }, ...(this.state.recentSnapshots ?? [])],
       };
+      const expired = this.state.recentSnapshots!.splice(KEPT_SNAPSHOTS);
       await writeJsonAtomic(this.statePath, this.state);
       this.publishedChange = change;
       if (index.changeCount === change) this.urgent = false;
       if (index.changeCount === change) index.setState('published', 1);
       this.stats.lastError = null;
+      await this.deleteRemoteGarbage(garbageCutoffMs, expired);
     } catch (err) {
       if (isCofferError(err, 'REMOTE_EXISTS')) {
         throw new Error(`manifest ${this.state.lastManifest + 1} already exists on the remote: another writer published to this vault`);
