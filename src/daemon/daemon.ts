@@ -42,6 +42,8 @@ export interface DaemonStatus extends IndexCounts {
   cacheBytes: number;
   cacheLimitBytes: number;
   sync: SyncStatus;
+  /** Chunks whose upload keeps failing, with the last error (they are retried with backoff). */
+  uploadErrors: { id: string; attempts: number; error: string }[];
 }
 
 export interface SyncStarted {
@@ -192,6 +194,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
       cacheBytes: cache.bytes,
       cacheLimitBytes: cache.limitBytes,
       sync: syncer.status(),
+      uploadErrors: index.lastUploadErrors(10),
     };
   };
 
@@ -228,6 +231,12 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     });
     data.startIdleCommits();
     collector.start();
+    void backend.capabilities().then(
+      ({ atomicExclusiveCreate }) => {
+        if (!atomicExclusiveCreate) log.warn(`the remote ${backend.description} does not enforce exclusive creates: only one device may write to this vault`);
+      },
+      () => {},
+    );
     void store.scanLocal().then((ids) => collector.removeUnknown(ids), (err) => log.warn(`scanning the chunk cache: ${(err as Error).message}`, err));
     control = await serveControl(paths.socket, handle);
     info = { pid: process.pid, vault: paths.dir, mountpoint, socket: paths.socket, startedAt: new Date().toISOString() };

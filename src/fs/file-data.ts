@@ -58,6 +58,8 @@ interface FileState {
 }
 
 const GROWTH_STEP = 64 * 1024;
+/** Chunks read ahead of a sequential reader. */
+const PREFETCH_CHUNKS = 4;
 
 export class FileData {
   private readonly files = new Map<number, FileState>();
@@ -182,7 +184,7 @@ export class FileData {
         if (id) {
           const plain = await this.openChunk(ino, idx, id);
           copyPadded(plain, within, n, target, out);
-          if (within + n > cs / 2) this.prefetch(ino, idx + 1);
+          if (within + n > cs / 2) this.prefetch(ino, idx + 1, PREFETCH_CHUNKS);
         } else {
           target.fill(0, out, out + n);
         }
@@ -397,9 +399,14 @@ export class FileData {
     }
   }
 
-  private prefetch(ino: number, idx: number): void {
-    const id = this.index.chunkAt(ino, idx);
-    if (id) this.store.read(id).catch(() => {});
+  /** Sequential reads warm the next chunks, so a remote fetch overlaps the reader's work. */
+  private prefetch(ino: number, from: number, count: number): void {
+    for (let idx = from; idx < from + count; idx++) {
+      const id = this.index.chunkAt(ino, idx);
+      if (!id) return;
+      if (idx > from && this.store.isLocal(id)) continue; // a local chunk is cheap to open when it is reached
+      this.store.read(id).catch(() => {});
+    }
   }
 
   /** Waits, outside any file lock, until buffers fit the memory bound again. */

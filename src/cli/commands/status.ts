@@ -48,6 +48,9 @@ export async function statusCommand(args: { target: string; json: boolean }): Pr
     );
     lines.push(`last publish: ${formatAgo(status.sync.lastPublishMs)}${status.sync.publishedChange < status.sync.changeCount ? ' (changes not yet published)' : ''}`);
     if (status.sync.lastError) lines.push(`last error: ${status.sync.lastError}`);
+    for (const failing of status.uploadErrors.slice(0, 3)) {
+      lines.push(`failing upload: chunk ${failing.id.slice(0, 16)}… after ${failing.attempts} attempts: ${failing.error} (retrying)`);
+    }
   }
   process.stdout.write(lines.join('\n') + '\n');
 }
