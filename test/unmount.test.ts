@@ -361,6 +361,11 @@ process.stdout.write(JSON.stringify({ text: fs.readFileSync(file, 'utf8'), uid: 
     await cliOk(ws.as, ['mount', ws.vault, ws.mnt], ws.vault);
     const read = await run(process.execPath, ['-e', READ, join(ws.mnt, 'note.txt')], ws.as);
     expect(read.stdout, read.stderr).toBe('written by a normal user');
+    // Root has no record of the user's daemon, but the mount is alive: not root's to detach.
+    const byRoot = await run(process.execPath, [CLI, 'unmount', ws.mnt], { env: { ...process.env, PATH: SYSTEM_PATH }, cli: CLI });
+    expect(byRoot.code).toBe(1);
+    expect(byRoot.stderr).toMatch(new RegExp(`not yours \\(user id ${user.uid}\\)`));
+    expect(isMounted(ws.mnt)).toBe(true);
     const pid = await daemonPid(ws);
     expect(fs.statSync(`/proc/${pid}`).uid).toBe(user.uid);
     process.kill(pid, 'SIGKILL');

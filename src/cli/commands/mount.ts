@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { closeSync, mkdirSync, openSync } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { access, constants, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CofferError, type CofferErrorCode } from '../../errors.js';
@@ -37,6 +37,7 @@ export async function mountCommand(args: MountArgs): Promise<void> {
   const mountStat = await stat(mountpoint).catch(() => undefined);
   if (!mountStat) throw new CofferError('BAD_ARGUMENT', `mountpoint ${mountpoint} does not exist; create it first (mkdir -p ${mountpoint})`);
   if (!mountStat.isDirectory()) throw new CofferError('BAD_ARGUMENT', `mountpoint ${mountpoint} is not a directory`);
+  await checkFuseAccess();
   const passphrase = await obtainPassphrase({ passphraseFile: args.passphraseFile });
   const vault = await unlockVault(vaultDir, passphrase);
 
@@ -65,6 +66,24 @@ export async function mountCommand(args: MountArgs): Promise<void> {
 }
 
 /**
+ * A user who is not root mounts through the setuid `fusermount` (Debian's fuse3), and
+ * must be able to open /dev/fuse: say so before asking for a passphrase.
+ */
+async function checkFuseAccess(): Promise<void> {
+  try {
+    await access('/dev/fuse', constants.R_OK | constants.W_OK);
+  } catch {
+    throw new CofferError('BAD_ARGUMENT', 'cannot open /dev/fuse: FUSE is missing or not open to this user (on Debian: apt-get install fuse3; /dev/fuse must be mode 0666)');
+  }
+  if (process.getuid?.() === 0) return;
+  const dirs = ['/usr/local/bin', ...(process.env.PATH ?? '').split(':').filter(Boolean)];
+  for (const dir of dirs) {
+    if (await access(join(dir, 'fusermount'), constants.X_OK).then(() => true, () => false)) return;
+  }
+  throw new CofferError('BAD_ARGUMENT', 'mounting as a normal user needs the setuid fusermount program (on Debian: apt-get install fuse3)');
+}
+
+/**
  * Starts the daemon detached, hands it the key on stdin, and waits for it to say on
  * fd 3 that the mountpoint is live (or why it is not).
  */
@@ -86,7 +105,7 @@ async function startBackgroundDaemon(request: StartRequest, logPath: string): Pr
   if (outcome !== 'ready') {
     if (outcome.startsWith('error ')) {
       const { code, message } = JSON.parse(outcome.slice(6)) as { code: CofferErrorCode; message: string };
-      throw new CofferError(code, message);
+      throw new CofferError(code, code === 'DAEMON_FAILED' || /libfuse/.test(message) ? `${message} (details in ${logPath})` : message);
     }
     throw new CofferError('DAEMON_FAILED', `the daemon stopped before the mount was ready; see ${logPath}`);
   }

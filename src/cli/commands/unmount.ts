@@ -2,7 +2,7 @@ import { CofferError } from '../../errors.js';
 import { callDaemon } from '../../daemon/control.js';
 import type { UnmountResult } from '../../daemon/daemon.js';
 import { isDaemonAlive, removeDaemonInfo, removeMountRecord } from '../../daemon/registry.js';
-import { findMount, forceUnmount } from '../../fs/mountinfo.js';
+import { findMount, forceUnmount, isStaleMount } from '../../fs/mountinfo.js';
 import { formatBytes } from '../format.js';
 import { say, waitFor } from '../shared.js';
 import { resolveTarget } from '../target.js';
@@ -33,6 +33,14 @@ export async function unmountCommand(args: { target: string; waitSync: boolean }
   if (mountpoint && entry) {
     if (!entry.fstype.startsWith('fuse')) {
       throw new CofferError('NOT_MOUNTED', `${mountpoint} is a ${entry.fstype} mount, not a Coffer drive; not touching it`);
+    }
+    if (!(await isStaleMount(mountpoint))) {
+      // A live mount this user has no record of: another user's daemon serves it.
+      const owner = /(?:^|,)user_id=(\d+)/.exec(entry.options)?.[1];
+      throw new CofferError(
+        'NOT_MOUNTED',
+        `${mountpoint} is served by a running daemon that is not yours${owner !== undefined ? ` (user id ${owner})` : ''}; run coffer unmount as that user`,
+      );
     }
     await forceUnmount(mountpoint);
     say(`Cleaned up the stale mount at ${mountpoint} (its daemon was no longer running).`);
