@@ -126,15 +126,22 @@ export class ChunkStore {
   }
 
   private async evict(limit: number): Promise<void> {
+    await this.evictDown(limit);
+  }
+
+  /** Evicts least recently used evictable chunks until at most `limit` bytes are local; returns bytes freed. */
+  private async evictDown(limit: number): Promise<number> {
     const canEvict = this.options.canEvict ?? (() => false);
+    const before = this.localBytes;
     for (const hex of [...this.local.keys()]) {
-      if (this.localBytes <= limit) return;
+      if (this.localBytes <= limit) break;
       const id = Buffer.from(hex, 'hex');
       if (!canEvict(id) || this.loading.has(hex)) continue;
       await this.fileLock.run(hex, async () => {
         if (canEvict(id)) await this.removeLocal(id);
       });
     }
+    return before - this.localBytes;
   }
 
   idOf(plaintext: Buffer): Buffer {
@@ -161,13 +168,12 @@ export class ChunkStore {
       this.createdDirs.add(dir);
     }
     const final = join(dir, hex);
-    const temp = `${final}.${randomBytes(4).toString('hex')}.tmp`;
     try {
-      await writeFile(temp, sealed);
-      await rename(temp, final);
+      await writeAtomically(final, sealed);
     } catch (err) {
-      await unlink(temp).catch(() => {});
-      throw err;
+      // A full disk: make room by dropping cached chunks the remote holds, then try once more.
+      if ((err as NodeJS.ErrnoException).code !== 'ENOSPC' || (await this.evictDown(this.localBytes - ENOSPC_RELIEF_BYTES)) === 0) throw err;
+      await writeAtomically(final, sealed);
     }
     this.unsynced.add(final);
     this.track(hex, sealed.length);
@@ -288,6 +294,21 @@ export class ChunkStore {
       }),
     );
     await Promise.all([...dirs].map((dir) => syncDirectory(dir)));
+  }
+}
+
+/** How much a full disk makes the cache give up at once. */
+const ENOSPC_RELIEF_BYTES = 64 * 1024 * 1024;
+
+/** Temp file + rename: a crash never leaves a partial object under its final name. */
+async function writeAtomically(path: string, data: Buffer): Promise<void> {
+  const temp = `${path}.${randomBytes(4).toString('hex')}.tmp`;
+  try {
+    await writeFile(temp, data);
+    await rename(temp, path);
+  } catch (err) {
+    await unlink(temp).catch(() => {});
+    throw err;
   }
 }
 

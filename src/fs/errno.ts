@@ -21,6 +21,8 @@ export function toErrno(err: unknown, op: string, log: ErrorLogger): number {
   }
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   if (typeof code === 'string' && PASS_THROUGH.has(code)) return -errnoByName[code]!;
+  // The index's disk is full: to the program this is the same as its own write not fitting.
+  if (code === 'SQLITE_FULL') return -errnoByName.ENOSPC!;
   if (err instanceof CofferError && err.code === 'REMOTE_UNAVAILABLE') {
     log(`${op}: remote unavailable: ${err.message}`, err);
     return -errnoByName.EIO!;

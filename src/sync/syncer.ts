@@ -14,7 +14,7 @@ import { CofferError, isCofferError } from '../errors.js';
 import type { ChunkStore } from '../chunks/chunk-store.js';
 import type { VaultIndex } from '../index/vault-index.js';
 import { remoteKeys, type RemoteBackend } from '../remote/backend.js';
-import { ObjectType, sealObject, type ObjectContext } from '../crypto/objects.js';
+import { ObjectType, openObject, sealObject, type ObjectContext } from '../crypto/objects.js';
 import { sodium } from '../crypto/sodium.js';
 import { INDEX_SCHEMA_VERSION } from '../index/schema.js';
 
@@ -44,6 +44,10 @@ export interface SyncState {
 
 /** How many published snapshots stay on the remote (the newest and a fallback). */
 const KEPT_SNAPSHOTS = 2;
+/** How many foreign objects in the way of the next manifest are skipped before publishing gives up. */
+const MAX_SKIPPED_MANIFESTS = 16;
+/** Publishing after a failure waits this long at most before trying again. */
+const MAX_PUBLISH_BACKOFF_MS = 60_000;
 
 export interface SyncStatus {
   /** Changes made so far in this run, and how many of them the remote has in a published snapshot. */
@@ -80,6 +84,8 @@ export class Syncer {
   private publishedChange = -1;
   /** A sync was asked for: publish as soon as uploads allow, without waiting for quiet. */
   private urgent = false;
+  private publishFailures = 0;
+  private nextPublishMs = 0;
   private lastChange = -1;
   private lastChangeAtMs = 0;
   private state: SyncState = { lastManifest: 0, lastManifestHash: null, lastPublishMs: null };
@@ -131,6 +137,15 @@ export class Syncer {
 
   private tick(): void {
     if (this.abort.signal.aborted) return;
+    try {
+      this.step();
+    } catch (err) {
+      // e.g. SQLITE_FULL on a full disk: try again at the next tick, never take the daemon down.
+      this.stats.lastError = `sync: ${(err as Error).message}`;
+    }
+  }
+
+  private step(): void {
     const index = this.options.index;
     if (index.changeCount !== this.lastChange) {
       if (this.lastChange !== -1) index.setState('published', 0);
@@ -139,10 +154,16 @@ export class Syncer {
     }
     this.pumpUploads();
     const quiet = this.urgent || Date.now() - this.lastChangeAtMs >= this.publishDelayMs;
-    if (!this.publishing && quiet && this.inflight.size === 0 && index.changeCount !== this.publishedChange) {
+    const due = Date.now() >= this.nextPublishMs;
+    if (!this.publishing && quiet && due && this.inflight.size === 0 && index.changeCount !== this.publishedChange) {
       this.publishing = this.publish()
+        .then(() => {
+          this.publishFailures = 0;
+        })
         .catch((err) => {
           if (this.abort.signal.aborted) return;
+          this.publishFailures++;
+          this.nextPublishMs = Date.now() + Math.min(MAX_PUBLISH_BACKOFF_MS, 500 * 2 ** this.publishFailures);
           this.stats.lastError = `publishing the index: ${(err as Error).message}`;
           this.options.log(this.stats.lastError, err);
         })
@@ -185,6 +206,44 @@ export class Syncer {
     } catch (err) {
       if (this.abort.signal.aborted) return;
       this.failed(id, attempts, (err as Error).message);
+    }
+  }
+
+  /**
+   * Creates the next manifest with an exclusive create. A key already taken by an object
+   * that does not authenticate (injected, or left by another vault) is skipped; one taken
+   * by a real manifest of this vault means another writer published: that is refused.
+   */
+  private async createManifest(size: number, parts: string[], signal: AbortSignal): Promise<{ counter: number; sealedManifest: Buffer }> {
+    const { backend, metadataContext } = this.options;
+    for (let counter = this.state.lastManifest + 1; ; counter++) {
+      const manifest: Manifest = {
+        format: 'coffer-manifest',
+        version: 1,
+        counter,
+        previous: this.state.lastManifestHash,
+        created: new Date().toISOString(),
+        indexSchema: INDEX_SCHEMA_VERSION,
+        snapshot: { size, parts },
+      };
+      const sealedManifest = sealObject(metadataContext, ObjectType.Manifest, manifestObjectId(counter), Buffer.from(JSON.stringify(manifest)), { pad: true });
+      try {
+        await backend.createExclusive(remoteKeys.manifest(counter), sealedManifest, { signal });
+        return { counter, sealedManifest };
+      } catch (err) {
+        if (!isCofferError(err, 'REMOTE_EXISTS') || counter - this.state.lastManifest >= MAX_SKIPPED_MANIFESTS) throw err;
+        const existing = await backend.get(remoteKeys.manifest(counter), { signal });
+        let genuine = false;
+        try {
+          openObject(metadataContext, ObjectType.Manifest, manifestObjectId(counter), existing);
+          genuine = true;
+        } catch {
+          this.options.log(`manifest ${counter} on the remote does not authenticate (not written by this vault); publishing as ${counter + 1}`);
+        }
+        if (genuine) {
+          throw new CofferError('REMOTE_EXISTS', `manifest ${counter} was already published by another writer to this vault; one device may write to a vault at a time`);
+        }
+      }
     }
   }
 
@@ -233,6 +292,7 @@ export class Syncer {
   requestSync(): number {
     this.options.index.retryUploadsNow();
     this.urgent = true;
+    this.nextPublishMs = 0;
     this.tick();
     return this.options.index.changeCount;
   }
@@ -305,24 +365,7 @@ export class Syncer {
         parts.push(id.toString('hex'));
         if (snapshot.length === 0) break;
       }
-      const counter = this.state.lastManifest + 1;
-      const manifest: Manifest = {
-        format: 'coffer-manifest',
-        version: 1,
-        counter,
-        previous: this.state.lastManifestHash,
-        created: new Date().toISOString(),
-        indexSchema: INDEX_SCHEMA_VERSION,
-        snapshot: { size: snapshot.length, parts },
-      };
-      const sealedManifest = sealObject(
-        metadataContext,
-        ObjectType.Manifest,
-        manifestObjectId(counter),
-        Buffer.from(JSON.stringify(manifest)),
-        { pad: true },
-      );
-      await backend.createExclusive(remoteKeys.manifest(counter), sealedManifest, { signal });
+      const { counter, sealedManifest } = await this.createManifest(snapshot.length, parts, signal);
       this.state = {
         lastManifest: counter,
         lastManifestHash: manifestHash(sealedManifest),
@@ -336,11 +379,6 @@ export class Syncer {
       if (index.changeCount === change) index.setState('published', 1);
       this.stats.lastError = null;
       await this.deleteRemoteGarbage(garbageCutoffMs, expired);
-    } catch (err) {
-      if (isCofferError(err, 'REMOTE_EXISTS')) {
-        throw new Error(`manifest ${this.state.lastManifest + 1} already exists on the remote: another writer published to this vault`);
-      }
-      throw err;
     } finally {
       await rm(copyPath, { force: true });
     }
