@@ -18,6 +18,7 @@ export type CofferErrorCode =
   | 'CORRUPT_FORMAT'
   | 'ALREADY_MOUNTED'
   | 'NOT_A_VAULT'
+  | 'INDEX_DAMAGED'
   | 'VAULT_EXISTS'
   | 'NOT_MOUNTED'
   | 'REMOTE_UNAVAILABLE'

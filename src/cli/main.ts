@@ -11,6 +11,7 @@ import { cloneCommand } from './commands/clone.js';
 import { fsckCommand } from './commands/fsck.js';
 import { initCommand } from './commands/init.js';
 import { mountCommand } from './commands/mount.js';
+import { rebuildIndexCommand } from './commands/rebuild-index.js';
 import { statusCommand } from './commands/status.js';
 import { syncCommand } from './commands/sync.js';
 import { unmountCommand } from './commands/unmount.js';
@@ -129,6 +130,12 @@ async function main(): Promise<void> {
           .option('json', { type: 'boolean', default: false, describe: 'print the report as JSON' })
           .example('$0 fsck ~/vault --remote', ''),
       (argv) => fsckCommand({ vault: argv['vault-dir'], remote: argv.remote, json: argv.json, passphraseFile: argv['passphrase-file'] }),
+    )
+    .command(
+      'rebuild-index <vault-dir>',
+      'rebuild a lost or damaged local index from the remote (keeps the old files and unplaced chunks aside)',
+      (y) => y.positional('vault-dir', { type: 'string', demandOption: true }).example('$0 rebuild-index ~/vault', ''),
+      (argv) => rebuildIndexCommand({ vault: argv['vault-dir'], passphraseFile: argv['passphrase-file'] }),
     )
     .demandCommand(1, 'name a command')
     .strict()

@@ -106,9 +106,22 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   let index: VaultIndex;
   try {
     index = new VaultIndex(paths.index);
+    try {
+      index.verify();
+    } catch (err) {
+      index.close();
+      throw err;
+    }
   } catch (err) {
     if (isCofferError(err, 'ALREADY_MOUNTED')) {
       throw new CofferError('ALREADY_MOUNTED', `the vault ${paths.dir} is already mounted by another Coffer daemon`);
+    }
+    if (isCofferError(err, 'INDEX_DAMAGED') || isCofferError(err, 'UNSUPPORTED_FORMAT')) {
+      throw new CofferError(
+        'INDEX_DAMAGED',
+        `${err.message}; nothing was mounted. Rebuild it from the remote with: coffer rebuild-index ${paths.dir} ` +
+          `(the damaged file is kept, and local chunks the remote's index does not name are moved to ${paths.lostFound}, never deleted)`,
+      );
     }
     throw err;
   }

@@ -128,7 +128,10 @@ export class VaultIndex {
         throw new CofferError('ALREADY_MOUNTED', 'the vault index is in use by another Coffer process', { cause: err });
       }
       if (code === 'SQLITE_CANTOPEN') {
-        throw new CofferError('NOT_A_VAULT', `no vault index at ${path}`, { cause: err });
+        throw new CofferError('INDEX_DAMAGED', `the vault index ${path} is missing`, { cause: err });
+      }
+      if (code === 'SQLITE_NOTADB' || code === 'SQLITE_CORRUPT') {
+        throw new CofferError('INDEX_DAMAGED', `the vault index ${path} is damaged (${(err as Error).message})`, { cause: err });
       }
       throw err;
     }
@@ -204,6 +207,17 @@ export class VaultIndex {
       setState: db.prepare('INSERT INTO vault_state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value'),
       orphans: db.prepare<[], { ino: number }>('SELECT ino FROM inodes WHERE nlink = 0'),
     };
+  }
+
+  /** SQLite's quick structural check; throws INDEX_DAMAGED when it finds anything. */
+  verify(): void {
+    let result: unknown;
+    try {
+      result = this.db.pragma('quick_check', { simple: true });
+    } catch (err) {
+      throw new CofferError('INDEX_DAMAGED', `the vault index ${this.path} is damaged (${(err as Error).message})`, { cause: err });
+    }
+    if (result !== 'ok') throw new CofferError('INDEX_DAMAGED', `the vault index ${this.path} is damaged (${String(result)})`);
   }
 
   close(): void {

@@ -12,6 +12,11 @@ export interface OpenBackendOptions {
   s3Region?: string;
   /** Where credentials and defaults come from (`process.env` unless given). */
   env?: NodeJS.ProcessEnv;
+  /**
+   * Wraps the backend that talks to the storage, beneath any retries: fault injection goes
+   * here, so the retries meet the faults as they would meet a failing network.
+   */
+  wrap?: (backend: RemoteBackend) => RemoteBackend;
 }
 
 /**
@@ -28,11 +33,12 @@ export function openBackend(url: string, options: OpenBackendOptions = {}): Remo
   } catch {
     throw new CofferError('BAD_ARGUMENT', `not a remote URL: ${url} (expected file:///path or s3://bucket/prefix)`);
   }
+  const wrap = options.wrap ?? ((backend: RemoteBackend) => backend);
   switch (parsed.protocol) {
     case 'file:':
-      return new FileBackend(fileURLToPath(parsed));
+      return wrap(new FileBackend(fileURLToPath(parsed)));
     case 's3:':
-      return new RetryingBackend(openS3(parsed, url, options));
+      return new RetryingBackend(wrap(openS3(parsed, url, options)));
     default:
       throw new CofferError('BAD_ARGUMENT', `unsupported remote ${parsed.protocol}// in ${url} (supported: file://, s3://)`);
   }

@@ -58,48 +58,69 @@ export async function cloneVault(remote: string, vaultDir: string, obtainPassphr
   const keys = deriveVaultKeys(masterKey);
   const context: ObjectContext = { vaultId: Buffer.from(header.vaultId, 'hex'), keyEpoch: header.keyEpoch, key: keys.metadata };
 
-  const newest = await newestValidManifest(backend, context, say);
   await mkdir(paths.state, { recursive: true });
   await mkdir(paths.cache, { recursive: true });
   try {
-    if (newest) {
-      const { manifest, sealed } = newest;
-      const parts: Buffer[] = [];
-      for (const part of manifest.snapshot.parts) {
-        const id = Buffer.from(part, 'hex');
-        parts.push(openObject(context, ObjectType.SnapshotPart, id, await backend.get(remoteKeys.snapshotPart(part))));
-      }
-      const snapshot = Buffer.concat(parts);
-      if (snapshot.length !== manifest.snapshot.size) {
-        throw new CofferError('CORRUPT_FORMAT', `the snapshot of manifest ${manifest.counter} has ${snapshot.length} bytes, not the ${manifest.snapshot.size} its manifest names`);
-      }
-      await writeFile(paths.index + '.tmp', snapshot);
-      await rename(paths.index + '.tmp', paths.index);
-      await writeSyncState(paths.state, { lastManifest: manifest.counter, lastManifestHash: manifestHash(sealed), lastPublishMs: null });
-    } else {
-      say('The remote holds no published index yet: the clone starts empty.');
-      new VaultIndex(paths.index, { create: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, nowMs: Date.now() } }).close();
-    }
-    const index = new VaultIndex(paths.index);
-    let counts;
-    try {
-      const check = index.db.pragma('integrity_check', { simple: true });
-      if (check !== 'ok') throw new CofferError('CORRUPT_FORMAT', `the restored index fails SQLite's integrity check: ${String(check)}`);
-      index.setState('published', 1);
-      counts = index.counts();
-    } finally {
-      index.close();
-    }
+    const restored = await restoreIndex(paths, backend, context, 0, say);
     await writeConfig(paths, config);
     // The header goes last: a directory without it is not a vault, so a failed clone can be retried.
     await writeFile(paths.header + '.tmp', serializeHeader(header));
     await rename(paths.header + '.tmp', paths.header);
-    return { paths, manifest: newest?.manifest.counter ?? 0, files: counts.files, bytes: counts.bytes };
+    return { paths, ...restored };
   } catch (err) {
     for (const made of [paths.index, paths.index + '.tmp', paths.state, paths.cache, paths.config]) {
       await rm(made, { recursive: true, force: true }).catch(() => {});
     }
     throw err;
+  }
+}
+
+/**
+ * Writes `paths.index` from the newest manifest on the remote that authenticates (an empty
+ * index if none was ever published) and records it as the high-water mark. A newest manifest
+ * older than `highWater` is a rollback and is refused.
+ */
+export async function restoreIndex(
+  paths: VaultPaths,
+  backend: RemoteBackend,
+  context: ObjectContext,
+  highWater: number,
+  say: (line: string) => void,
+): Promise<{ manifest: number; files: number; bytes: number }> {
+  const newest = await newestValidManifest(backend, context, say);
+  if ((newest?.manifest.counter ?? 0) < highWater) {
+    throw new CofferError(
+      'REMOTE_ROLLBACK',
+      `the newest manifest on the remote is ${newest?.manifest.counter ?? 'none'}, older than manifest ${highWater} this vault already published: refusing to restore from a rolled-back remote`,
+    );
+  }
+  if (newest) {
+    const { manifest, sealed } = newest;
+    const parts: Buffer[] = [];
+    for (const part of manifest.snapshot.parts) {
+      const id = Buffer.from(part, 'hex');
+      parts.push(openObject(context, ObjectType.SnapshotPart, id, await backend.get(remoteKeys.snapshotPart(part))));
+    }
+    const snapshot = Buffer.concat(parts);
+    if (snapshot.length !== manifest.snapshot.size) {
+      throw new CofferError('CORRUPT_FORMAT', `the snapshot of manifest ${manifest.counter} has ${snapshot.length} bytes, not the ${manifest.snapshot.size} its manifest names`);
+    }
+    await writeFile(paths.index + '.tmp', snapshot);
+    await rename(paths.index + '.tmp', paths.index);
+    await writeSyncState(paths.state, { lastManifest: manifest.counter, lastManifestHash: manifestHash(sealed), lastPublishMs: null });
+  } else {
+    say('The remote holds no published index yet: the index starts empty.');
+    new VaultIndex(paths.index, { create: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, nowMs: Date.now() } }).close();
+  }
+  const index = new VaultIndex(paths.index);
+  try {
+    const check = index.db.pragma('integrity_check', { simple: true });
+    if (check !== 'ok') throw new CofferError('CORRUPT_FORMAT', `the restored index fails SQLite's integrity check: ${String(check)}`);
+    index.setState('published', 1);
+    const counts = index.counts();
+    return { manifest: newest?.manifest.counter ?? 0, files: counts.files, bytes: counts.bytes };
+  } finally {
+    index.close();
   }
 }
 

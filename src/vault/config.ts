@@ -5,6 +5,7 @@
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { CofferError } from '../errors.js';
 import type { RemoteBackend } from '../remote/backend.js';
+import { FaultyBackend, parseFaultPlan } from '../remote/faulty-backend.js';
 import { openBackend } from '../remote/open-backend.js';
 import type { VaultPaths } from './layout.js';
 
@@ -64,8 +65,18 @@ export function withOverrides(config: VaultConfig, overrides: ConfigOverrides = 
   return { ...config, ...defined };
 }
 
+/**
+ * `COFFER_FAULTS` (grammar in src/remote/faulty-backend.ts) injects remote faults for tests
+ * and manual runs; the daemon inherits it from the `coffer mount` that starts it. An empty
+ * value counts as unset, so `COFFER_FAULTS= coffer mount` turns faults off.
+ */
 export function openConfiguredBackend(config: Pick<VaultConfig, 'remote' | 's3Endpoint' | 's3Region'>): RemoteBackend {
-  return openBackend(config.remote, { s3Endpoint: config.s3Endpoint, s3Region: config.s3Region });
+  const faults = process.env.COFFER_FAULTS?.trim() ? parseFaultPlan(process.env.COFFER_FAULTS) : undefined;
+  return openBackend(config.remote, {
+    s3Endpoint: config.s3Endpoint,
+    s3Region: config.s3Region,
+    wrap: faults && ((backend) => new FaultyBackend(backend, faults)),
+  });
 }
 
 /** "10G", "512M", "1.5GiB", "4096": bytes. Binary units, as disk tools use them. */

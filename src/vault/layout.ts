@@ -12,6 +12,8 @@ export interface VaultPaths {
   index: string;
   cache: string;
   embeddedRemote: string;
+  /** Where recovery puts local data it cannot place, instead of deleting it. */
+  lostFound: string;
   state: string;
   daemonInfo: string;
   log: string;
@@ -35,6 +37,7 @@ export function vaultPaths(vaultDir: string): VaultPaths {
     index: join(dir, 'index.db'),
     cache: join(dir, 'cache'),
     embeddedRemote: join(dir, 'remote'),
+    lostFound: join(dir, 'lost+found'),
     state,
     daemonInfo: join(state, 'daemon.json'),
     log: join(dir, 'logs', 'daemon.log'),
