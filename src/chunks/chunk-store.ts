@@ -240,9 +240,12 @@ export class ChunkStore {
     return plaintext;
   }
 
-  private cacheOpened(hex: string, plaintext: Buffer): void {
+  private cacheOpened(hex: string, view: Buffer): void {
     const limit = this.options.memoryCacheBytes;
-    if (plaintext.length > limit) return;
+    if (view.length > limit) return;
+    // A short view into a larger buffer (a write buffer, a padded payload) would keep all of
+    // it alive while counting only its own length against the limit: keep just the bytes.
+    const plaintext = view.byteLength * 2 < view.buffer.byteLength ? Buffer.from(view) : view;
     const old = this.opened.get(hex);
     if (old) {
       this.opened.delete(hex);
