@@ -181,7 +181,11 @@ export class Syncer {
       this.inflight.add(hex);
       this.upload(id, attempts)
         .catch((err) => this.options.log(`upload of chunk ${hex} failed unexpectedly: ${(err as Error).message}`, err))
-        .finally(() => this.inflight.delete(hex));
+        .finally(() => {
+          this.inflight.delete(hex);
+          // Keep the pipe full: start the next upload now, not at the next tick.
+          if (!this.abort.signal.aborted) this.tick();
+        });
     }
   }
 
