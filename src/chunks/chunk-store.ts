@@ -46,6 +46,7 @@ export class ChunkStore {
   private readonly local = new Map<string, number>();
   private localBytes = 0;
   private evicting: Promise<void> | undefined;
+  private readonly recentFetchFailures = new Map<string, { untilMs: number; error: unknown }>();
   fetchRemote: SealedChunkSource | undefined;
 
   constructor(private readonly options: ChunkStoreOptions) {
@@ -217,17 +218,47 @@ export class ChunkStore {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
-    if (!sealed && this.fetchRemote) {
-      sealed = await this.fetchRemote(id);
+    let plaintext: Buffer | undefined;
+    if (sealed) {
+      plaintext = this.openSealed(id, sealed);
+    } else if (this.fetchRemote) {
+      ({ sealed, plaintext } = (await this.fetchFromRemote(id)) ?? {});
       fromRemote = true;
     }
-    if (!sealed) throw new AuthenticationError(`chunk ${hex} is missing from the local cache and the remote`, hex);
-    const plaintext = this.openSealed(id, sealed);
+    if (!sealed || !plaintext) throw new AuthenticationError(`chunk ${hex} is missing from the local cache and the remote`, hex);
     if (fromRemote) {
       await this.fileLock.run(hex, () => this.writeSealed(id, sealed!));
     }
     this.cacheOpened(hex, plaintext);
     return plaintext;
+  }
+
+  /**
+   * A chunk from the remote, authenticated. A body that does not authenticate is fetched
+   * again (it may have been cut in transit) but never used. A failure is remembered
+   * briefly, so the kernel's immediate retry of a failed read fails at once instead of
+   * waiting for the remote a second time.
+   */
+  private async fetchFromRemote(id: Buffer): Promise<{ sealed: Buffer; plaintext: Buffer } | undefined> {
+    const hex = id.toString('hex');
+    const failed = this.recentFetchFailures.get(hex);
+    if (failed && failed.untilMs > Date.now()) throw failed.error;
+    try {
+      for (let attempt = 1; ; attempt++) {
+        const sealed = await this.fetchRemote!(id);
+        if (!sealed) return undefined;
+        try {
+          return { sealed, plaintext: this.openSealed(id, sealed) };
+        } catch (err) {
+          if (attempt >= REMOTE_FETCH_ATTEMPTS) throw err;
+          this.options.log?.(`chunk ${hex} from the remote did not authenticate; fetching it again`, err);
+        }
+      }
+    } catch (err) {
+      if (this.recentFetchFailures.size > 1024) this.recentFetchFailures.clear();
+      this.recentFetchFailures.set(hex, { untilMs: Date.now() + FETCH_FAILURE_MEMORY_MS, error: err });
+      throw err;
+    }
   }
 
   /** Authenticates sealed bytes as chunk `id` and returns its plaintext, or throws AuthenticationError. */
@@ -299,6 +330,11 @@ export class ChunkStore {
     await Promise.all([...dirs].map((dir) => syncDirectory(dir)));
   }
 }
+
+/** Fetches of one chunk body before a failure to authenticate is final. */
+const REMOTE_FETCH_ATTEMPTS = 2;
+/** How long a failed remote fetch answers later reads of the same chunk at once. */
+const FETCH_FAILURE_MEMORY_MS = 500;
 
 /** How much a full disk makes the cache give up at once. */
 const ENOSPC_RELIEF_BYTES = 64 * 1024 * 1024;

@@ -35,6 +35,8 @@ export interface SyncerOptions {
 }
 
 export interface SyncState {
+  /** Random id of this copy of the vault: a manifest it finds on the remote with its own id is its own. */
+  writerId?: string;
   lastManifest: number;
   lastManifestHash: string | null;
   lastPublishMs: number | null;
@@ -66,6 +68,8 @@ export interface Manifest {
   format: 'coffer-manifest';
   version: 1;
   counter: number;
+  /** The writerId of the vault copy that published it. */
+  writer: string;
   previous: string | null;
   created: string;
   indexSchema: number;
@@ -108,6 +112,10 @@ export class Syncer {
       this.state = JSON.parse(await readFile(this.statePath, 'utf8')) as SyncState;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    if (!this.state.writerId) {
+      this.state.writerId = randomBytes(16).toString('hex');
+      await writeJsonAtomic(this.statePath, this.state);
     }
     // A previous run may have stopped before publishing its last changes.
     this.publishedChange = this.options.index.getState('published') === 1 ? this.options.index.changeCount : -1;
@@ -225,6 +233,7 @@ export class Syncer {
         format: 'coffer-manifest',
         version: 1,
         counter,
+        writer: this.state.writerId!,
         previous: this.state.lastManifestHash,
         created: new Date().toISOString(),
         indexSchema: INDEX_SCHEMA_VERSION,
@@ -237,16 +246,26 @@ export class Syncer {
       } catch (err) {
         if (!isCofferError(err, 'REMOTE_EXISTS') || counter - this.state.lastManifest >= MAX_SKIPPED_MANIFESTS) throw err;
         const existing = await backend.get(remoteKeys.manifest(counter), { signal });
-        let genuine = false;
+        let found: Manifest | undefined;
         try {
-          openObject(metadataContext, ObjectType.Manifest, manifestObjectId(counter), existing);
-          genuine = true;
+          found = JSON.parse(openObject(metadataContext, ObjectType.Manifest, manifestObjectId(counter), existing).toString('utf8')) as Manifest;
         } catch {
           this.options.log(`manifest ${counter} on the remote does not authenticate (not written by this vault); publishing as ${counter + 1}`);
+          continue;
         }
-        if (genuine) {
-          throw new CofferError('REMOTE_EXISTS', `manifest ${counter} was already published by another writer to this vault; one device may write to a vault at a time`);
+        if (found.writer === this.state.writerId && found.previous === this.state.lastManifestHash) {
+          // Our own earlier attempt, whose answer was lost: it is published. Build on it.
+          this.options.log(`manifest ${counter} on the remote is this vault's own earlier publish; continuing after it`);
+          this.state = {
+            ...this.state,
+            lastManifest: counter,
+            lastManifestHash: manifestHash(existing),
+            recentSnapshots: [{ counter, parts: found.snapshot.parts }, ...(this.state.recentSnapshots ?? [])],
+          };
+          await writeJsonAtomic(this.statePath, this.state);
+          continue;
         }
+        throw new CofferError('REMOTE_EXISTS', `manifest ${counter} was already published by another writer to this vault; one device may write to a vault at a time`);
       }
     }
   }
@@ -332,9 +351,13 @@ export class Syncer {
       );
     }
     if (newest === this.state.lastManifest && this.state.lastManifestHash) {
-      const sealed = await backend.get(remoteKeys.manifest(newest), { signal });
-      if (manifestHash(sealed) !== this.state.lastManifestHash) {
-        throw new CofferError('REMOTE_ROLLBACK', `manifest ${newest} on the remote ${backend.description} is not the one this vault published; refusing to use it`);
+      // A body cut in transit is not a rollback: ask again before concluding.
+      for (let attempt = 1; ; attempt++) {
+        const sealed = await backend.get(remoteKeys.manifest(newest), { signal });
+        if (manifestHash(sealed) === this.state.lastManifestHash) break;
+        if (attempt >= 3) {
+          throw new CofferError('REMOTE_ROLLBACK', `manifest ${newest} on the remote ${backend.description} is not the one this vault published; refusing to use it`);
+        }
       }
     }
   }
@@ -371,6 +394,7 @@ export class Syncer {
       }
       const { counter, sealedManifest } = await this.createManifest(snapshot.length, parts, signal);
       this.state = {
+        writerId: this.state.writerId,
         lastManifest: counter,
         lastManifestHash: manifestHash(sealedManifest),
         lastPublishMs: Date.now(),
