@@ -15,7 +15,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** fuse.ts refuses to run on an addon that does not report exactly this value. */
-export const PATCH_LEVEL = 1;
+export const PATCH_LEVEL = 2;
 const FUSE_NATIVE_VERSION = '2.2.6';
 
 const PATH_ARGV = 'napi_create_string_utf8(env, l->path, NAPI_AUTO_LENGTH, &(argv[2]));';
@@ -81,6 +81,21 @@ const HUNKS = [
     count: 1,
   },
   {
+    name: 'stat times are signed: a file may be dated before 1970',
+    before:
+      '  uint64_t ms = uint32s_to_uint64(ints);\n' +
+      '  ts->tv_sec = ms / 1000;\n' +
+      '  ts->tv_nsec = (ms % 1000) * 1000000;\n',
+    after:
+      '  // Coffer: milliseconds since the epoch as a signed 64-bit value (two\'s complement in the ints).\n' +
+      '  int64_t ms = (int64_t) uint32s_to_uint64(ints);\n' +
+      '  int64_t sec = ms / 1000, rem = ms % 1000;\n' +
+      '  if (rem < 0) { rem += 1000; sec -= 1; }\n' +
+      '  ts->tv_sec = sec;\n' +
+      '  ts->tv_nsec = rem * 1000000;\n',
+    count: 1,
+  },
+  {
     name: 'patch level marker, checked by src/fs/fuse.ts at load time',
     before: '  NAPI_EXPORT_SIZEOF(fuse_thread_t)\n',
     after:
@@ -106,7 +121,10 @@ function occurrences(text, needle) {
 /** Returns the names of the hunks applied now; throws when the source matches neither side. */
 export function patchSource(sourcePath) {
   const original = fs.readFileSync(sourcePath, 'utf8');
-  let text = original;
+  // A marker from an earlier patch level goes, so the current one is inserted afresh.
+  let text = original.replace(/^  const uint32_t coffer_patch_level = (\d+);\n  NAPI_EXPORT_UINT32\(coffer_patch_level\)\n/m, (line, level) =>
+    Number(level) === PATCH_LEVEL ? line : '',
+  );
   const applied = [];
   for (const hunk of HUNKS) {
     // `after` is checked first: for insertions it contains `before`.

@@ -24,8 +24,10 @@ export class ChunkCollector {
     this.timer.unref();
   }
 
-  stop(): void {
+  /** Stops collecting and waits for a collection under way, so the index can close after. */
+  async stop(): Promise<void> {
     clearInterval(this.timer);
+    while (this.running) await new Promise((r) => setTimeout(r, 10));
   }
 
   /** Deletes cached files the index does not know: left by a crash between write and commit. */

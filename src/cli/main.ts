@@ -10,7 +10,10 @@ import { parseSize } from '../vault/config.js';
 import { cloneCommand } from './commands/clone.js';
 import { fsckCommand } from './commands/fsck.js';
 import { initCommand } from './commands/init.js';
+import { logsCommand } from './commands/logs.js';
+import { lsMountsCommand } from './commands/ls-mounts.js';
 import { mountCommand } from './commands/mount.js';
+import { passwdCommand } from './commands/passwd.js';
 import { rebuildIndexCommand } from './commands/rebuild-index.js';
 import { statusCommand } from './commands/status.js';
 import { syncCommand } from './commands/sync.js';
@@ -88,8 +91,10 @@ async function main(): Promise<void> {
         y
           .positional('target', { type: 'string', demandOption: true })
           .option('json', { type: 'boolean', default: false, describe: 'print one JSON object' })
-          .example('$0 status ~/Coffer --json', ''),
-      (argv) => statusCommand({ target: argv.target, json: argv.json }),
+          .option('watch', { alias: 'w', type: 'boolean', default: false, describe: 'refresh every second until interrupted' })
+          .example('$0 status ~/Coffer --json', '')
+          .example('$0 status ~/Coffer --watch', ''),
+      (argv) => statusCommand({ target: argv.target, json: argv.json, watch: argv.watch }),
     )
     .command(
       'sync <target>',
@@ -137,6 +142,34 @@ async function main(): Promise<void> {
       (y) => y.positional('vault-dir', { type: 'string', demandOption: true }).example('$0 rebuild-index ~/vault', ''),
       (argv) => rebuildIndexCommand({ vault: argv['vault-dir'], passphraseFile: argv['passphrase-file'] }),
     )
+    .command(
+      'passwd <vault-dir>',
+      'change the passphrase, here and on the remote (the old one stops working)',
+      (y) =>
+        y
+          .positional('vault-dir', { type: 'string', demandOption: true })
+          .option('new-passphrase-file', { type: 'string', describe: 'read the new passphrase from this file (else COFFER_NEW_PASSPHRASE, else a prompt asked twice)' })
+          .example('$0 passwd ~/vault', 'asks for the current passphrase, then the new one twice'),
+      (argv) => passwdCommand({ vault: argv['vault-dir'], passphraseFile: argv['passphrase-file'], newPassphraseFile: argv['new-passphrase-file'] }),
+    )
+    .command(
+      'ls-mounts',
+      'list Coffer mounts on this machine: live, stale (daemon gone) or another user\'s',
+      (y) => y.option('json', { type: 'boolean', default: false, describe: 'print a JSON array' }).example('$0 ls-mounts', ''),
+      (argv) => lsMountsCommand({ json: argv.json }),
+    )
+    .command(
+      'logs <target>',
+      'show the daemon log of a vault (target: vault dir or mountpoint)',
+      (y) =>
+        y
+          .positional('target', { type: 'string', demandOption: true })
+          .option('lines', { alias: 'n', type: 'number', default: 50, describe: 'how many lines from the end' })
+          .option('follow', { alias: 'f', type: 'boolean', default: false, describe: 'keep printing new lines' })
+          .example('$0 logs ~/vault -f', ''),
+      (argv) => logsCommand({ target: argv.target, lines: argv.lines, follow: argv.follow }),
+    )
+    .completion('completion', 'print a shell completion script (bash, zsh): source <(coffer completion)')
     .demandCommand(1, 'name a command')
     .strict()
     .recommendCommands()

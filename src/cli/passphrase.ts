@@ -10,6 +10,9 @@ export interface PassphraseSource {
   passphraseFile?: string;
   /** Ask twice on a terminal (when creating a vault or changing the passphrase). */
   confirm?: boolean;
+  /** The environment variable to read (default COFFER_PASSPHRASE). */
+  env?: string;
+  prompt?: string;
 }
 
 export async function obtainPassphrase(source: PassphraseSource): Promise<string> {
@@ -22,19 +25,20 @@ export async function obtainPassphrase(source: PassphraseSource): Promise<string
     }
     return nonEmpty(text.replace(/\r?\n$/, ''), `the passphrase file ${source.passphraseFile} is empty`);
   }
-  const fromEnv = process.env.COFFER_PASSPHRASE;
+  const variable = source.env ?? 'COFFER_PASSPHRASE';
+  const fromEnv = process.env[variable];
   if (fromEnv !== undefined && fromEnv !== '') return fromEnv;
   if (process.stdin.isTTY) {
-    const first = nonEmpty(await promptHidden('Passphrase: '), 'the passphrase must not be empty');
+    const first = nonEmpty(await promptHidden(source.prompt ?? 'Passphrase: '), 'the passphrase must not be empty');
     if (source.confirm) {
-      const second = await promptHidden('Repeat passphrase: ');
+      const second = await promptHidden('Repeat: ');
       if (first !== second) throw new CofferError('NO_PASSPHRASE', 'the two passphrases differ; nothing was changed');
     }
     return first;
   }
   throw new CofferError(
     'NO_PASSPHRASE',
-    'no passphrase given: set COFFER_PASSPHRASE, pass --passphrase-file <path>, or run the command in a terminal',
+    `no passphrase given: set ${variable}, pass ${variable === 'COFFER_PASSPHRASE' ? '--passphrase-file' : '--new-passphrase-file'} <path>, or run the command in a terminal`,
   );
 }
 

@@ -58,6 +58,21 @@ export interface UnmountResult {
   pendingBytes: number;
 }
 
+/**
+ * What `user.coffer.state` says of a file: error (an upload of its data keeps failing),
+ * uploading, pending (written, not yet on the remote), synced (on the remote and all in the
+ * local cache), cached (on the remote, partly cached), remote-only (on the remote, nothing cached).
+ */
+function fileSyncState(ino: number, index: VaultIndex, data: FileData, store: ChunkStore, syncer: Syncer): string {
+  if (data.hasUncommitted(ino)) return 'pending';
+  const chunks = index.fileChunkStates(ino);
+  if (chunks.some((c) => c.failing)) return 'error';
+  if (chunks.some((c) => !c.uploaded && syncer.isUploading(c.id))) return 'uploading';
+  if (chunks.some((c) => !c.uploaded)) return 'pending';
+  const local = chunks.filter((c) => store.isLocal(c.id)).length;
+  return local === chunks.length ? 'synced' : local === 0 ? 'remote-only' : 'cached';
+}
+
 /** A chunk's sealed bytes from the remote, or undefined if it has none; bounded in time. */
 async function fetchChunk(backend: RemoteBackend, id: Buffer, timeoutMs: number): Promise<Buffer | undefined> {
   const key = remoteKeys.chunk(id.toString('hex'));
@@ -150,6 +165,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   });
   const filesystem = new Filesystem(index, data, {
     vaultDir: paths.dir,
+    syncState: (ino) => fileSyncState(ino, index, data, store, syncer),
     uid: process.getuid?.() ?? 0,
     gid: process.getgid?.() ?? 0,
   });
@@ -171,6 +187,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   let watcher: NodeJS.Timeout | undefined;
   let shuttingDown: Promise<void> | undefined;
   let pendingAtExit: IndexCounts | undefined;
+  let scanning: Promise<unknown> | undefined;
   let finished!: () => void;
   const done = new Promise<void>((resolveDone) => (finished = resolveDone));
 
@@ -182,7 +199,8 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
       if (session) await session.unmount().catch((err) => log.error(`unmounting ${mountpoint}: ${(err as Error).message}`, err));
       await data.flushAll().catch((err) => log.error(`committing buffers after unmount: ${(err as Error).message}`, err));
       data.stopIdleCommits();
-      collector.stop();
+      await scanning?.catch(() => {});
+      await collector.stop();
       await syncer.stop();
       pendingAtExit = index.counts();
       index.close();
@@ -250,7 +268,10 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
       },
       () => {},
     );
-    void store.scanLocal().then((ids) => collector.removeUnknown(ids), (err) => log.warn(`scanning the chunk cache: ${(err as Error).message}`, err));
+    scanning = store.scanLocal().then(
+      (ids) => collector.removeUnknown(ids),
+      (err) => log.warn(`scanning the chunk cache: ${(err as Error).message}`, err),
+    );
     control = await serveControl(paths.socket, handle);
     info = { pid: process.pid, vault: paths.dir, mountpoint, socket: paths.socket, startedAt: new Date().toISOString() };
     await writeDaemonInfo(info);

@@ -128,6 +128,12 @@ export class FileData {
     }
   }
 
+  /** Whether a file has written data not yet committed to chunks. */
+  hasUncommitted(ino: number): boolean {
+    const st = this.files.get(ino);
+    return !!st && (st.dirty.size > 0 || st.inflight.size > 0);
+  }
+
   /** Size and mtime as the program sees them, ahead of the index. */
   overlay(ino: number): { size: number; mtimeMs: number } | undefined {
     const st = this.files.get(ino);

@@ -11,6 +11,7 @@ import type { FileData } from './file-data.js';
 import type { FuseHandlers, Stat, StatFs } from './fuse.js';
 
 const NAME_MAX = 255;
+const S_ISGID = 0o2000;
 const XATTR_CREATE = 1;
 const XATTR_REPLACE = 2;
 const XATTR_SIZE_MAX = 65536;
@@ -20,9 +21,14 @@ const PREFERRED_IO_SIZE = 131072;
 const UNCHANGED_ID = 0xffffffff;
 const UNLIMITED_INODES = 0xffffffff;
 
+/** The extended attribute that tells a file's sync state (read-only, not listed, so copies do not carry it). */
+export const SYNC_STATE_XATTR = 'user.coffer.state';
+
 export interface FilesystemOptions {
   /** Where the vault lives; statfs reports this disk. */
   vaultDir: string;
+  /** The sync state of a file for SYNC_STATE_XATTR; supplied by whoever knows the remote. */
+  syncState?: (ino: number) => string;
   uid: number;
   gid: number;
   now?: () => number;
@@ -156,7 +162,7 @@ export class Filesystem implements FuseHandlers {
     const ino = this.resolve(path);
     const now = this.now();
     await this.data.flush(ino);
-    this.index.setAttributes(ino, { atimeMs: atimeMs, mtimeMs: mtimeMs, ctimeMs: now });
+    this.index.setAttributes(ino, { atimeMs: Math.round(atimeMs), mtimeMs: Math.round(mtimeMs), ctimeMs: now });
   }
 
   // ---- namespace ----
@@ -169,7 +175,7 @@ export class Filesystem implements FuseHandlers {
 
   async create(path: string, mode: number): Promise<number> {
     const { parent, name } = this.resolveParent(path);
-    const inode = this.index.createNode(parent, name, this.newNode(S_IFREG | (mode & 0o7777)), this.now());
+    const inode = this.index.createNode(parent, name, this.newNode(parent, S_IFREG | (mode & 0o7777)), this.now());
     return this.openHandle(inode.ino);
   }
 
@@ -177,17 +183,17 @@ export class Filesystem implements FuseHandlers {
     const { parent, name } = this.resolveParent(path);
     const type = mode & S_IFMT || S_IFREG;
     if (type === S_IFDIR || type === S_IFLNK) throw new FsError('EINVAL');
-    this.index.createNode(parent, name, { ...this.newNode(type | (mode & 0o7777)), rdev: dev }, this.now());
+    this.index.createNode(parent, name, { ...this.newNode(parent, type | (mode & 0o7777)), rdev: dev }, this.now());
   }
 
   async mkdir(path: string, mode: number): Promise<void> {
     const { parent, name } = this.resolveParent(path);
-    this.index.createNode(parent, name, this.newNode(S_IFDIR | (mode & 0o7777)), this.now());
+    this.index.createNode(parent, name, this.newNode(parent, S_IFDIR | (mode & 0o7777)), this.now());
   }
 
   async symlink(target: string, linkPath: string): Promise<void> {
     const { parent, name } = this.resolveParent(linkPath);
-    this.index.createNode(parent, name, { ...this.newNode(S_IFLNK | 0o777), target }, this.now());
+    this.index.createNode(parent, name, { ...this.newNode(parent, S_IFLNK | 0o777), target }, this.now());
   }
 
   async readlink(path: string): Promise<string> {
@@ -222,14 +228,18 @@ export class Filesystem implements FuseHandlers {
     this.index.rename(from.parent, from.name, to.parent, to.name, this.now(), (i) => this.data.isOpen(i));
   }
 
-  private newNode(mode: number) {
-    return { mode, uid: this.options.uid, gid: this.options.gid };
+  /** A setgid directory gives new entries its group, and new subdirectories its setgid bit. */
+  private newNode(parent: number, mode: number) {
+    const dir = this.inode(parent);
+    if (!(dir.mode & S_ISGID)) return { mode, uid: this.options.uid, gid: this.options.gid };
+    return { mode: isDir(mode) ? mode | S_ISGID : mode, uid: this.options.uid, gid: dir.gid };
   }
 
   // ---- xattrs ----
 
   async setxattr(path: string, name: string, value: Buffer, flags: number): Promise<void> {
     const ino = this.resolve(path);
+    if (name === SYNC_STATE_XATTR) throw new FsError('EPERM', `${SYNC_STATE_XATTR} is maintained by Coffer`);
     if (value.length > XATTR_SIZE_MAX) throw new FsError('E2BIG');
     if (name.length === 0 || Buffer.byteLength(name) > NAME_MAX) throw new FsError('ERANGE');
     const mode = flags & XATTR_CREATE ? 'create' : flags & XATTR_REPLACE ? 'replace' : 'either';
@@ -237,7 +247,9 @@ export class Filesystem implements FuseHandlers {
   }
 
   async getxattr(path: string, name: string): Promise<Buffer> {
-    const value = this.index.getXattr(this.resolve(path), name);
+    const ino = this.resolve(path);
+    if (name === SYNC_STATE_XATTR && this.options.syncState) return Buffer.from(this.options.syncState(ino));
+    const value = this.index.getXattr(ino, name);
     if (!value) throw new FsError('ENODATA');
     return value;
   }

@@ -119,7 +119,7 @@ export interface FuseSession {
 }
 
 /** Must equal PATCH_LEVEL in native/build-fuse.mjs. */
-const NATIVE_PATCH_LEVEL = 1;
+const NATIVE_PATCH_LEVEL = 2;
 const DEFAULT_TIMEOUT_MS = 60_000;
 /** fuse-native copies the `-o` string and the mountpoint into `char[1024]` and silently truncates. */
 const NATIVE_STRING_MAX_BYTES = 1023;
@@ -238,8 +238,22 @@ function setUint64(ints: Uint32Array, index: number, value: number): void {
   ints[index + 1] = Math.floor(v / 0x1_0000_0000);
 }
 
+/** Times go to the native side as signed 64-bit milliseconds (two's complement), so 1969 stays 1969. */
+function setInt64(ints: Uint32Array, index: number, value: number): void {
+  if (!Number.isFinite(value) || value >= 0) return setUint64(ints, index, value);
+  const v = Math.max(Math.ceil(value), -Number.MAX_SAFE_INTEGER);
+  const high = Math.floor(v / 0x1_0000_0000);
+  ints[index] = v - high * 0x1_0000_0000;
+  ints[index + 1] = high + 0x1_0000_0000;
+}
+
 function uint64FromArgs(low: number, high: number): number {
   return low + high * 0x1_0000_0000;
+}
+
+/** Times arrive as a signed 64-bit count of milliseconds: before 1970 they are negative. */
+function int64FromArgs(low: number, high: number): number {
+  return high >= 0x8000_0000 ? low + (high - 0x1_0000_0000) * 0x1_0000_0000 : uint64FromArgs(low, high);
 }
 
 /** Layout read by populate_stat() in fuse-native.c. Unlike fuse-native's, keeps nlink 0 as 0. */
@@ -258,9 +272,9 @@ function statArray(st: Stat): Uint32Array {
   ints[8] = u32(st.rdev);
   ints[9] = u32(st.blksize);
   setUint64(ints, 10, st.blocks ?? Math.ceil(st.size / 512));
-  setUint64(ints, 12, st.atimeMs);
-  setUint64(ints, 14, st.mtimeMs);
-  setUint64(ints, 16, st.ctimeMs);
+  setInt64(ints, 12, st.atimeMs);
+  setInt64(ints, 14, st.mtimeMs);
+  setInt64(ints, 16, st.ctimeMs);
   return ints;
 }
 
@@ -493,8 +507,8 @@ function defineCofferFuse(Fuse: FuseNativeClass): FuseNativeClass {
           const keepAtime = aLow === UINT32_MAX && aHigh === UINT32_MAX;
           const keepMtime = mLow === UINT32_MAX && mHigh === UINT32_MAX;
           if (keepAtime && keepMtime) return;
-          let atimeMs = uint64FromArgs(aLow, aHigh);
-          let mtimeMs = uint64FromArgs(mLow, mHigh);
+          let atimeMs = int64FromArgs(aLow, aHigh);
+          let mtimeMs = int64FromArgs(mLow, mHigh);
           if (keepAtime || keepMtime) {
             const current = await handlers.getattr(target);
             if (keepAtime) atimeMs = current.atimeMs;

@@ -175,6 +175,9 @@ export class VaultIndex {
       fileChunks: db.prepare<[number], { idx: number; chunk: Buffer }>('SELECT idx, chunk FROM file_chunks WHERE ino = ?'),
       fileChunksFrom: db.prepare<[number, number], { idx: number; chunk: Buffer }>('SELECT idx, chunk FROM file_chunks WHERE ino = ? AND idx >= ?'),
       deleteFileChunksFrom: db.prepare('DELETE FROM file_chunks WHERE ino = ? AND idx >= ?'),
+      fileChunkStates: db.prepare<[number], { chunk: Buffer; uploaded: number; failing: number }>(
+        'SELECT f.chunk, c.uploaded, coalesce(q.attempts > 0, 0) AS failing FROM file_chunks f JOIN chunks c ON c.id = f.chunk LEFT JOIN upload_queue q ON q.id = f.chunk WHERE f.ino = ?',
+      ),
       getFileChunk: db.prepare<[number, number], { chunk: Buffer }>('SELECT chunk FROM file_chunks WHERE ino = ? AND idx = ?'),
       putFileChunk: db.prepare('INSERT INTO file_chunks (ino, idx, chunk) VALUES (?, ?, ?) ON CONFLICT (ino, idx) DO UPDATE SET chunk = excluded.chunk'),
       deleteFileChunk: db.prepare('DELETE FROM file_chunks WHERE ino = ? AND idx = ?'),
@@ -261,6 +264,11 @@ export class VaultIndex {
   chunkInfo(id: Buffer): { plainSize: number; sealedSize: number; refs: number; uploaded: boolean } | undefined {
     const row = this.st.getChunk.get(id);
     return row && { plainSize: row.plain_size, sealedSize: row.sealed_size, refs: row.refs, uploaded: row.uploaded === 1 };
+  }
+
+  /** Each chunk of a file with whether the remote has it and whether its upload is failing. */
+  fileChunkStates(ino: number): { id: Buffer; uploaded: boolean; failing: boolean }[] {
+    return this.st.fileChunkStates.all(ino).map((r) => ({ id: r.chunk, uploaded: r.uploaded === 1, failing: r.failing === 1 }));
   }
 
   getXattr(ino: number, name: string): Buffer | undefined {

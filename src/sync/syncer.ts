@@ -123,10 +123,12 @@ export class Syncer {
     this.timer.unref();
   }
 
+  /** Stops, and waits for uploads and a publish under way to end (they are aborted). */
   async stop(): Promise<void> {
     clearInterval(this.timer);
     this.abort.abort(new Error('sync stopped'));
     await this.publishing?.catch(() => {});
+    while (this.inflight.size > 0) await new Promise((r) => setTimeout(r, 10));
   }
 
   status(): SyncStatus {
@@ -306,6 +308,10 @@ export class Syncer {
     this.options.index.markUploadFailed(id, message, Math.round(Date.now() + delay));
     this.stats.lastError = `uploading chunk ${id.toString('hex')}: ${message}`;
     if (attempts === 0 || attempts % 5 === 4) this.options.log(this.stats.lastError);
+  }
+
+  isUploading(id: Buffer): boolean {
+    return this.inflight.has(id.toString('hex'));
   }
 
   /**

@@ -12,7 +12,21 @@ export interface OfflineStatus extends IndexCounts {
   remote: string;
 }
 
-export async function statusCommand(args: { target: string; json: boolean }): Promise<void> {
+export async function statusCommand(args: { target: string; json: boolean; watch?: boolean }): Promise<void> {
+  if (!args.watch) {
+    process.stdout.write(await renderStatus(args.target, args.json));
+    return;
+  }
+  // Refreshes until interrupted: a redrawn screen on a terminal, one JSON line per second with --json.
+  for (;;) {
+    const text = await renderStatus(args.target, args.json);
+    process.stdout.write(process.stdout.isTTY && !args.json ? `\x1b[2J\x1b[H${text}` : text);
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+async function renderStatus(path: string, json: boolean): Promise<string> {
+  const args = { target: path, json };
   const target = await resolveTarget(args.target);
   let status: DaemonStatus | OfflineStatus;
   if (target.alive && target.info) {
@@ -29,10 +43,7 @@ export async function statusCommand(args: { target: string; json: boolean }): Pr
       index.close();
     }
   }
-  if (args.json) {
-    process.stdout.write(JSON.stringify(status) + '\n');
-    return;
-  }
+  if (args.json) return JSON.stringify(status) + '\n';
   const lines = [
     `vault:      ${status.vault}`,
     status.mounted ? `mounted:    yes, at ${status.mountpoint} (daemon pid ${status.pid})` : 'mounted:    no',
@@ -52,5 +63,5 @@ export async function statusCommand(args: { target: string; json: boolean }): Pr
       lines.push(`failing upload: chunk ${failing.id.slice(0, 16)}… after ${failing.attempts} attempts: ${failing.error} (retrying)`);
     }
   }
-  process.stdout.write(lines.join('\n') + '\n');
+  return lines.join('\n') + '\n';
 }

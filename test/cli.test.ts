@@ -1,0 +1,130 @@
+/**
+ * The command line beyond mount and unmount: passwd, ls-mounts, logs, status --watch,
+ * completion, help, and the per-file sync state a file manager can show.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { CLI, coffer, cofferOk, PASSPHRASE, Workspace } from './helpers/drive.js';
+
+const workspaces: Workspace[] = [];
+afterEach(async () => {
+  while (workspaces.length > 0) await workspaces.pop()!.cleanup();
+});
+
+async function vault(extra: string[] = []): Promise<{ ws: Workspace; remote: string }> {
+  const ws = new Workspace();
+  workspaces.push(ws);
+  const remote = join(ws.dir, 'remote');
+  await ws.init(['--remote', `file://${remote}`, ...extra]);
+  return { ws, remote };
+}
+
+const state = (path: string) =>
+  execFileSync('python3', ['-c', 'import os,sys; print(os.getxattr(sys.argv[1], "user.coffer.state").decode())', path], { encoding: 'utf8' }).trim();
+
+describe('coffer passwd', () => {
+  it('changes the passphrase here and on the remote; the old one opens neither', async () => {
+    const { ws, remote } = await vault();
+    await ws.mount();
+    fs.writeFileSync(ws.path('f'), 'kept');
+    await cofferOk(['sync', ws.mnt, '--wait']);
+    await ws.unmount();
+    await cofferOk(['passwd', ws.vault], { env: { COFFER_NEW_PASSPHRASE: 'a brand new passphrase' } });
+    expect((await coffer(['mount', ws.vault, ws.mnt])).stderr).toMatch(/wrong passphrase/);
+    await cofferOk(['mount', ws.vault, ws.mnt], { passphrase: 'a brand new passphrase' });
+    expect(fs.readFileSync(ws.path('f'), 'utf8')).toBe('kept');
+    await cofferOk(['unmount', ws.mnt]);
+    const old = await coffer(['clone', `file://${remote}`, join(ws.dir, 'old')]);
+    expect(old.stderr).toMatch(/wrong passphrase/);
+    await cofferOk(['clone', `file://${remote}`, join(ws.dir, 'new')], { passphrase: 'a brand new passphrase' });
+    const missing = await coffer(['passwd', ws.vault], { passphrase: 'a brand new passphrase' });
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/COFFER_NEW_PASSPHRASE/);
+  });
+});
+
+describe('per-file sync state', () => {
+  it('reads pending, synced and remote-only from user.coffer.state, and refuses to set it', async () => {
+    const { ws, remote } = await vault(['--cache-size', '1M']);
+    await ws.mount();
+    fs.renameSync(remote, `${remote}.away`);
+    fs.writeFileSync(remote, 'down');
+    fs.writeFileSync(ws.path('small'), 'hello');
+    // Not on the remote: waiting, or already failing against the unreachable remote.
+    expect(['pending', 'uploading', 'error']).toContain(state(ws.path('small')));
+    for (let i = 0; i < 50 && state(ws.path('small')) !== 'error'; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(state(ws.path('small'))).toBe('error');
+    fs.rmSync(remote);
+    fs.renameSync(`${remote}.away`, remote);
+    await cofferOk(['sync', ws.mnt, '--wait']);
+    expect(state(ws.path('small'))).toBe('synced');
+    // A cache of 1 MiB cannot keep 3 MiB: after upload, the older chunks leave the disk.
+    fs.writeFileSync(ws.path('big'), randomBytes(3 * 1024 * 1024));
+    await cofferOk(['sync', ws.mnt, '--wait']);
+    let seen = '';
+    for (let i = 0; i < 50 && seen !== 'remote-only' && seen !== 'cached'; i++) {
+      seen = state(ws.path('small'));
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(seen).toBe('remote-only');
+    expect(['cached', 'remote-only']).toContain(state(ws.path('big')));
+    const setIt = spawnResult('python3', ['-c', 'import os,sys; os.setxattr(sys.argv[1], "user.coffer.state", b"synced")', ws.path('small')]);
+    expect(setIt).toMatch(/Operation not permitted/);
+    // Not listed, so copies do not try to carry it.
+    expect(execFileSync('python3', ['-c', 'import os,sys; print(os.listxattr(sys.argv[1]))', ws.path('small')], { encoding: 'utf8' }).trim()).toBe('[]');
+  });
+});
+
+function spawnResult(cmd: string, args: string[]): string {
+  try {
+    execFileSync(cmd, args, { stdio: 'pipe' });
+    return '';
+  } catch (err) {
+    return String((err as { stderr?: Buffer }).stderr ?? err);
+  }
+}
+
+describe('coffer ls-mounts, logs and status --watch', () => {
+  it('lists live and stale mounts', async () => {
+    const { ws } = await vault();
+    await ws.mount();
+    const live = JSON.parse((await cofferOk(['ls-mounts', '--json'])).stdout) as { mountpoint: string; state: string; vault: string }[];
+    expect(live.find((m) => m.mountpoint === ws.mnt)).toMatchObject({ state: 'live', vault: ws.vault });
+    process.kill(await ws.daemonPid(), 'SIGKILL');
+    await new Promise((r) => setTimeout(r, 300));
+    const stale = JSON.parse((await cofferOk(['ls-mounts', '--json'])).stdout) as { mountpoint: string; state: string }[];
+    expect(stale.find((m) => m.mountpoint === ws.mnt)?.state).toBe('stale');
+    expect((await cofferOk(['ls-mounts'])).stdout).toMatch(/stale.*\n.*coffer unmount/s);
+    await cofferOk(['unmount', ws.mnt]);
+  });
+
+  it('shows the daemon log and refreshes status', async () => {
+    const { ws } = await vault();
+    await ws.mount();
+    const logs = await cofferOk(['logs', ws.vault, '-n', '5']);
+    expect(logs.stdout).toMatch(/INFO .* mounted /);
+    const watcher = spawn(process.execPath, [CLI, 'status', ws.mnt, '--watch', '--json'], { env: { ...process.env, COFFER_PASSPHRASE: PASSPHRASE } });
+    let out = '';
+    watcher.stdout.on('data', (d) => (out += d));
+    await new Promise((r) => setTimeout(r, 2600));
+    watcher.kill('SIGINT');
+    const lines = out.trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.length).toBeGreaterThanOrEqual(2);
+    expect(lines[0].mounted).toBe(true);
+  });
+});
+
+describe('help and completion', () => {
+  it('gives every command help with an example, and prints a completion script', async () => {
+    const commands = ['init', 'mount', 'unmount', 'status', 'sync', 'clone', 'fsck', 'rebuild-index', 'passwd', 'ls-mounts', 'logs'];
+    for (const command of commands) {
+      const help = await cofferOk([command, '--help']);
+      expect(help.stdout, command).toMatch(/Examples:/);
+    }
+    const completion = await cofferOk(['completion']);
+    expect(completion.stdout).toMatch(/complete -o/);
+  });
+});
