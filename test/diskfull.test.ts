@@ -30,23 +30,28 @@ function writeAll(path: string, data: Buffer): string | undefined {
   }
 }
 
+/** A vault on a 40 MiB tmpfs, unmounted and removed after the test. */
+function smallDisk(): { dir: string; mnt: string; vault: string; small: string } {
+  const dir = fs.mkdtempSync('/tmp/coffer-full-');
+  const small = join(dir, 'small');
+  const mnt = join(dir, 'mnt');
+  fs.mkdirSync(small);
+  fs.mkdirSync(mnt);
+  expect(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=40m', 'tmpfs', small]).status).toBe(0);
+  cleanups.push(async () => {
+    if (isMounted(mnt)) {
+      if ((await coffer(['unmount', mnt])).code !== 0) spawnSync('umount', ['-l', mnt]);
+    }
+    spawnSync('umount', ['-l', small]);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  return { dir, mnt, vault: join(small, 'vault'), small };
+}
+
 describe('a full disk under the vault', () => {
   it('fails writes with ENOSPC, keeps the index consistent, and recovers when space returns', async () => {
-    const dir = fs.mkdtempSync('/tmp/coffer-full-');
-    const small = join(dir, 'small');
-    const mnt = join(dir, 'mnt');
+    const { dir, mnt, vault, small } = smallDisk();
     const remote = join(dir, 'remote');
-    fs.mkdirSync(small);
-    fs.mkdirSync(mnt);
-    expect(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=40m', 'tmpfs', small]).status).toBe(0);
-    cleanups.push(async () => {
-      if (isMounted(mnt)) {
-        if ((await coffer(['unmount', mnt])).code !== 0) spawnSync('umount', ['-l', mnt]);
-      }
-      spawnSync('umount', ['-l', small]);
-      fs.rmSync(dir, { recursive: true, force: true });
-    });
-    const vault = join(small, 'vault');
     await cofferOk(['init', vault, '--remote', `file://${remote}`]);
     // The remote is unreachable, so nothing can be evicted to make room: the disk really fills.
     fs.renameSync(remote, `${remote}.away`);
@@ -86,20 +91,7 @@ describe('a full disk under the vault', () => {
   });
 
   it('makes room by evicting cached chunks the remote already holds', async () => {
-    const dir = fs.mkdtempSync('/tmp/coffer-full-');
-    const small = join(dir, 'small');
-    const mnt = join(dir, 'mnt');
-    fs.mkdirSync(small);
-    fs.mkdirSync(mnt);
-    expect(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=40m', 'tmpfs', small]).status).toBe(0);
-    cleanups.push(async () => {
-      if (isMounted(mnt)) {
-        if ((await coffer(['unmount', mnt])).code !== 0) spawnSync('umount', ['-l', mnt]);
-      }
-      spawnSync('umount', ['-l', small]);
-      fs.rmSync(dir, { recursive: true, force: true });
-    });
-    const vault = join(small, 'vault');
+    const { dir, mnt, vault } = smallDisk();
     await cofferOk(['init', vault, '--remote', `file://${join(dir, 'remote')}`]);
     await cofferOk(['mount', vault, mnt]);
     // Three times the disk, in rounds that are each uploaded before the next: the cache keeps room.

@@ -43,6 +43,7 @@
 import { access } from 'node:fs/promises';
 import { CofferError, RemoteError } from '../errors.js';
 import type { ByteRange, CallOptions, ObjectInfo, RemoteBackend, RemoteCapabilities } from './backend.js';
+import { sleep } from './sleep.js';
 
 export type FaultOp = 'capabilities' | 'put' | 'createExclusive' | 'get' | 'head' | 'list' | 'delete';
 export type FaultKind = 'latency' | '5xx' | '429' | 'timeout' | 'reset' | 'truncate' | 'outage';
@@ -230,25 +231,6 @@ function exists(path: string): Promise<boolean> {
     () => true,
     () => false,
   );
-}
-
-/** setTimeout that ends early, rejecting with the signal's reason, when the signal aborts. */
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(signal.reason);
-      return;
-    }
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(signal!.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 /** A small seeded generator (mulberry32): reproducible, and plenty for choosing faults. */

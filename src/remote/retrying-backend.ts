@@ -9,6 +9,7 @@
  */
 import { RemoteError } from '../errors.js';
 import type { ByteRange, CallOptions, ObjectInfo, RemoteBackend, RemoteCapabilities } from './backend.js';
+import { sleep } from './sleep.js';
 
 export interface RetryOptions {
   /** Attempts in all, the first included. */
@@ -113,24 +114,5 @@ export class RetryingBackend implements RemoteBackend {
       }
     }
   }
-}
-
-/** setTimeout that ends early, rejecting with the signal's reason, when the signal aborts. */
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(signal.reason);
-      return;
-    }
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(signal!.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
