@@ -318,7 +318,8 @@ export class FileData {
       }
     }
     const capacity = wholeOverwrite ? cs : Math.min(cs, roundUp(Math.max(content?.length ?? 0, 1), GROWTH_STEP));
-    const buf = Buffer.alloc(capacity);
+    // A chunk about to be overwritten whole needs no zeroing: every byte is written next.
+    const buf = wholeOverwrite ? Buffer.allocUnsafe(capacity) : Buffer.alloc(capacity);
     if (content) content.copy(buf, 0, 0, Math.min(content.length, capacity));
     const chunk: ChunkBuffer = { buf, length: content?.length ?? 0, lastWriteMs: this.now() };
     st.dirty.set(idx, chunk);
