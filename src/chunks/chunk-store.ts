@@ -4,16 +4,17 @@
  * read through an in-memory cache of opened chunks, and fetched from the remote
  * when not held locally.
  *
- * A chunk is served only after it authenticates AND its plaintext hashes back to
- * its id; otherwise the read fails with AuthenticationError naming the chunk, and
- * nothing is cached.
+ * A chunk is served only after it authenticates as the chunk with that id (the id is
+ * part of what the tag covers, see docs/FORMAT.md); otherwise the read fails with
+ * AuthenticationError naming the chunk, and nothing is cached.
  */
 import { mkdir, open, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { AuthenticationError } from '../errors.js';
-import { chunkId, type VaultKeys } from '../crypto/keys.js';
-import { ObjectType, openObject, sealObject, type ObjectContext } from '../crypto/objects.js';
+import { chunkIdMatches, type VaultKeys } from '../crypto/keys.js';
+import { ObjectType, openObject, type ObjectContext } from '../crypto/objects.js';
+import { InlineSealer, type ChunkSealer, type SealedChunk } from './chunk-sealer.js';
 import { KeyedLock } from './keyed-lock.js';
 
 /** Fetches a chunk's sealed bytes from wherever else it is kept; undefined if nowhere. */
@@ -32,6 +33,8 @@ export interface ChunkStoreOptions {
   /** Whether a chunk may leave the local cache (the remote has it). */
   canEvict?: (id: Buffer) => boolean;
   log?: (message: string, err?: unknown) => void;
+  /** Where chunks are hashed and sealed; inline on the calling thread by default. */
+  sealer?: ChunkSealer;
 }
 
 export class ChunkStore {
@@ -48,9 +51,11 @@ export class ChunkStore {
   private evicting: Promise<void> | undefined;
   private readonly recentFetchFailures = new Map<string, { untilMs: number; error: unknown }>();
   fetchRemote: SealedChunkSource | undefined;
+  private readonly sealer: ChunkSealer;
 
   constructor(private readonly options: ChunkStoreOptions) {
     this.fetchRemote = options.fetchRemote;
+    this.sealer = options.sealer ?? new InlineSealer({ keys: options.keys, context: options.context, chunkSize: options.chunkSize });
   }
 
   get cacheUsage(): { bytes: number; chunks: number; limitBytes: number } {
@@ -145,19 +150,14 @@ export class ChunkStore {
     return before - this.localBytes;
   }
 
-  idOf(plaintext: Buffer): Buffer {
-    return chunkId(this.options.keys, plaintext);
-  }
-
   pathOf(id: Buffer): string {
     const hex = id.toString('hex');
     return join(this.options.dir, hex.slice(0, 2), hex);
   }
 
-  seal(id: Buffer, plaintext: Buffer): Buffer {
-    return sealObject(this.options.context, ObjectType.DataChunk, id, plaintext, {
-      pad: plaintext.length < this.options.chunkSize,
-    });
+  /** A chunk's id and sealed bytes; the plaintext must stay unchanged until this settles. */
+  sealChunk(plaintext: Buffer): Promise<SealedChunk> {
+    return this.sealer.seal(plaintext);
   }
 
   /** Writes a sealed chunk file atomically. Caller holds `fileLock` for the id. */
@@ -261,11 +261,15 @@ export class ChunkStore {
     }
   }
 
-  /** Authenticates sealed bytes as chunk `id` and returns its plaintext, or throws AuthenticationError. */
-  openSealed(id: Buffer, sealed: Buffer): Buffer {
+  /**
+   * Authenticates sealed bytes as chunk `id` and returns its plaintext, or throws
+   * AuthenticationError. The tag already binds the id; `recomputeId` (fsck) also hashes the
+   * plaintext back to it, which only a bug in a key holder's writer could make fail.
+   */
+  openSealed(id: Buffer, sealed: Buffer, { recomputeId = false } = {}): Buffer {
     const hex = id.toString('hex');
     const plaintext = openObject(this.options.context, ObjectType.DataChunk, id, sealed);
-    if (!this.idOf(plaintext).equals(id)) {
+    if (recomputeId && !chunkIdMatches(this.options.keys, plaintext, id)) {
       throw new AuthenticationError(`chunk ${hex} decrypted to content that does not match its id`, hex);
     }
     return plaintext;

@@ -10,6 +10,7 @@ import { stat } from 'node:fs/promises';
 import type { Server } from 'node:net';
 import { CofferError, RemoteError, isCofferError } from '../errors.js';
 import { ChunkStore } from '../chunks/chunk-store.js';
+import { WorkerSealer } from '../chunks/chunk-sealer.js';
 import { ChunkCollector } from '../chunks/collector.js';
 import { VaultIndex, type IndexCounts } from '../index/vault-index.js';
 import { FileData } from '../fs/file-data.js';
@@ -146,7 +147,9 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   const config = vault.config;
   const backend = openConfiguredBackend(config);
   const logFn = (message: string, err?: unknown) => log.error(message, err);
+  const sealer = new WorkerSealer({ keys: vault.keys, context: vault.dataContext, chunkSize: vault.header.chunkSize }, undefined, logFn);
   const store = new ChunkStore({
+    sealer,
     dir: paths.cache,
     chunkSize: vault.header.chunkSize,
     keys: vault.keys,
@@ -199,6 +202,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
       if (session) await session.unmount().catch((err) => log.error(`unmounting ${mountpoint}: ${(err as Error).message}`, err));
       await data.flushAll().catch((err) => log.error(`committing buffers after unmount: ${(err as Error).message}`, err));
       data.stopIdleCommits();
+      await sealer.close();
       await scanning?.catch(() => {});
       await collector.stop();
       await syncer.stop();

@@ -12,7 +12,9 @@
  * - Bytes of a file past its size are zero in every buffer and every committed
  *   chunk: truncation trims the chunk it cuts through and commits it at once.
  * - Memory held by buffers is bounded by `bufferBytes`: a write that goes past it
- *   waits until older buffers are committed.
+ *   waits until older buffers are committed (every finished commit wakes the waiters).
+ * - Chunk buffers live in SharedArrayBuffers so sealing in a worker thread reads them
+ *   without a copy; that is safe because a buffer is never written once its commit starts.
  * - A commit that fails (a full disk, say) puts its buffer back and the error is
  *   returned by the next write, flush or fsync of that file: data is never dropped
  *   without the program being told.
@@ -58,16 +60,20 @@ interface FileState {
 }
 
 const GROWTH_STEP = 64 * 1024;
-/** Chunks read ahead of a sequential reader. */
+/** Chunks opened ahead of a sequential reader. */
 const PREFETCH_CHUNKS = 4;
 
 export class FileData {
   private readonly files = new Map<number, FileState>();
   private readonly fileLock = new KeyedLock<number>();
   private bufferedBytes = 0;
+  /** Writers waiting for buffer memory; woken whenever a commit finishes. */
+  private spaceWaiters: (() => void)[] = [];
   private readonly zero: Buffer;
   private readonly now: () => number;
   private idleTimer: NodeJS.Timeout | undefined;
+  /** Per file being read: where a sequential reader reads next, and the chunks already asked ahead for. */
+  private readonly readers = new Map<number, { nextPosition: number; aheadTo: number }>();
 
   constructor(
     private readonly index: VaultIndex,
@@ -111,6 +117,7 @@ export class FileData {
     if (!st) return;
     st.handles--;
     if (st.handles > 0) return;
+    this.readers.delete(ino);
     const inode = this.index.getInode(ino);
     if (!inode || inode.nlink <= 0) {
       await this.fileLock.run(ino, async () => {
@@ -176,6 +183,7 @@ export class FileData {
     const size = st ? st.size : (this.index.getInode(ino)?.size ?? 0);
     if (position >= size) return 0;
     const end = Math.min(position + length, size);
+    this.readAhead(ino, position, end);
     let at = position;
     while (at < end) {
       const idx = Math.floor(at / cs);
@@ -190,7 +198,6 @@ export class FileData {
         if (id) {
           const plain = await this.openChunk(ino, idx, id);
           copyPadded(plain, within, n, target, out);
-          if (within + n > cs / 2) this.prefetch(ino, idx + 1, PREFETCH_CHUNKS);
         } else {
           target.fill(0, out, out + n);
         }
@@ -318,8 +325,7 @@ export class FileData {
       }
     }
     const capacity = wholeOverwrite ? cs : Math.min(cs, roundUp(Math.max(content?.length ?? 0, 1), GROWTH_STEP));
-    // A chunk about to be overwritten whole needs no zeroing: every byte is written next.
-    const buf = wholeOverwrite ? Buffer.allocUnsafe(capacity) : Buffer.alloc(capacity);
+    const buf = sharedBuffer(capacity);
     if (content) content.copy(buf, 0, 0, Math.min(content.length, capacity));
     const chunk: ChunkBuffer = { buf, length: content?.length ?? 0, lastWriteMs: this.now() };
     st.dirty.set(idx, chunk);
@@ -330,7 +336,7 @@ export class FileData {
   private ensureCapacity(chunk: ChunkBuffer, needed: number): void {
     if (chunk.buf.length >= needed) return;
     const capacity = Math.min(this.options.chunkSize, Math.max(roundUp(needed, GROWTH_STEP), chunk.buf.length * 2));
-    const grown = Buffer.alloc(capacity);
+    const grown = sharedBuffer(capacity);
     chunk.buf.copy(grown, 0, 0, chunk.length);
     this.bufferedBytes += capacity - chunk.buf.length;
     chunk.buf = grown;
@@ -357,6 +363,7 @@ export class FileData {
       } finally {
         if (st.inflight.get(idx) === entry) st.inflight.delete(idx);
         this.bufferedBytes -= chunk.buf.length;
+        this.wakeSpaceWaiters();
       }
     })();
     st.inflight.set(idx, entry);
@@ -369,11 +376,10 @@ export class FileData {
       this.index.commitChunk(st.ino, idx, null, st.size, st.mtimeMs, now);
       return;
     }
-    const id = this.store.idOf(data);
+    const { id, sealed } = await this.store.sealChunk(data);
     await this.store.fileLock.run(id.toString('hex'), async () => {
       let sealedSize = this.index.chunkInfo(id)?.sealedSize;
       if (sealedSize === undefined) {
-        const sealed = this.store.seal(id, data);
         await this.store.writeSealed(id, sealed);
         sealedSize = sealed.length;
       }
@@ -406,14 +412,32 @@ export class FileData {
     }
   }
 
-  /** Sequential reads warm the next chunks, so a remote fetch overlaps the reader's work. */
-  private prefetch(ino: number, from: number, count: number): void {
-    for (let idx = from; idx < from + count; idx++) {
+  /**
+   * A sequential reader has the next chunks opened (read from disk or the remote, and
+   * decrypted) while it works on this one; random reads fetch only what they touch.
+   */
+  private readAhead(ino: number, position: number, end: number): void {
+    const cs = this.options.chunkSize;
+    let reader = this.readers.get(ino);
+    const sequential = reader !== undefined && reader.nextPosition === position;
+    if (!reader) {
+      if (this.readers.size >= 1024) this.readers.clear();
+      reader = { nextPosition: end, aheadTo: 0 };
+      this.readers.set(ino, reader);
+    }
+    reader.nextPosition = end;
+    if (!sequential) {
+      reader.aheadTo = 0;
+      return;
+    }
+    const from = Math.max(Math.floor(end / cs) + 1, reader.aheadTo);
+    const to = Math.floor(end / cs) + 1 + PREFETCH_CHUNKS;
+    for (let idx = from; idx < to; idx++) {
       const id = this.index.chunkAt(ino, idx);
-      if (!id) return;
-      if (idx > from && this.store.isLocal(id)) continue; // a local chunk is cheap to open when it is reached
+      if (!id) break;
       this.store.read(id).catch(() => {});
     }
+    reader.aheadTo = Math.max(reader.aheadTo, to);
   }
 
   /** Waits, outside any file lock, until buffers fit the memory bound again. */
@@ -423,14 +447,25 @@ export class FileData {
       if (victim) {
         await this.fileLock.run(victim.st.ino, async () => this.startCommit(victim.st, victim.idx));
       }
-      const pending = [...this.files.values()].flatMap((st) => [...st.inflight.values()].map((c) => c.done));
-      if (pending.length === 0) break;
-      await Promise.race(pending);
+      if (!this.anyInflight()) break;
+      await new Promise<void>((resolve) => this.spaceWaiters.push(resolve));
       const writer = this.files.get(writerIno);
       if (writer && writer.error !== undefined) {
         await this.fileLock.run(writerIno, async () => this.raiseSavedError(writer));
       }
     }
+  }
+
+  private anyInflight(): boolean {
+    for (const st of this.files.values()) if (st.inflight.size > 0) return true;
+    return false;
+  }
+
+  private wakeSpaceWaiters(): void {
+    const waiters = this.spaceWaiters;
+    if (waiters.length === 0) return;
+    this.spaceWaiters = [];
+    for (const wake of waiters) wake();
   }
 
   private oldestDirty(): { st: FileState; idx: number } | undefined {
@@ -458,6 +493,10 @@ export class FileData {
       });
     }
   }
+}
+
+function sharedBuffer(bytes: number): Buffer {
+  return Buffer.from(new SharedArrayBuffer(bytes));
 }
 
 function roundUp(n: number, step: number): number {

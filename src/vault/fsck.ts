@@ -85,7 +85,7 @@ export async function fsckVault(vault: UnlockedVault, options: { remote: boolean
 
 function verify(store: ChunkStore, id: Buffer, sealed: Buffer): string | undefined {
   try {
-    store.openSealed(id, sealed);
+    store.openSealed(id, sealed, { recomputeId: true });
     return undefined;
   } catch (err) {
     return (err as Error).message;

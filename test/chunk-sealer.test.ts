@@ -1,0 +1,62 @@
+// The worker-thread sealer must produce exactly what sealing inline produces, survive a dead
+// worker without failing a write, and release its threads on close. It is loaded from dist/
+// (built by `npm test`) because its worker is a compiled file.
+import { randomBytes } from 'node:crypto';
+import { describe, it, expect, beforeAll } from 'vitest';
+import { loadSodium } from '../dist/crypto/sodium.js';
+import { chunkId, deriveVaultKeys } from '../dist/crypto/keys.js';
+import { OBJECT_OVERHEAD, ObjectType, openObject } from '../dist/crypto/objects.js';
+import { InlineSealer, WorkerSealer } from '../dist/chunks/chunk-sealer.js';
+
+const CHUNK = 64 * 1024;
+
+beforeAll(async () => {
+  await loadSodium();
+});
+
+function sealerKeys() {
+  const keys = deriveVaultKeys(randomBytes(32));
+  return { keys, context: { vaultId: randomBytes(16), keyEpoch: 3, key: keys.chunk }, chunkSize: CHUNK };
+}
+
+describe('WorkerSealer', () => {
+  it('gives the same ids as sealing inline, and objects that open to the plaintext', async () => {
+    const k = sealerKeys();
+    const sealer = new WorkerSealer(k, 2);
+    try {
+      const shared = Buffer.from(new SharedArrayBuffer(CHUNK));
+      randomBytes(CHUNK).copy(shared);
+      const inputs = [shared, randomBytes(100), randomBytes(CHUNK - 1), Buffer.alloc(0)];
+      const results = await Promise.all(inputs.map((p) => sealer.seal(p)));
+      for (const [i, plaintext] of inputs.entries()) {
+        const { id, sealed } = results[i];
+        expect(id.equals(chunkId(k.keys, plaintext))).toBe(true);
+        expect((await new InlineSealer(k).seal(plaintext)).id.equals(id)).toBe(true);
+        expect(Buffer.from(openObject(k.context, ObjectType.DataChunk, id, sealed)).equals(plaintext)).toBe(true);
+        // Short chunks are padded so their exact length does not show.
+        if (plaintext.length < CHUNK) expect(sealed.length % 4096).toBe(OBJECT_OVERHEAD);
+      }
+    } finally {
+      await sealer.close();
+    }
+  });
+
+  it('seals on the calling thread once its workers are gone, and fails nothing in flight', async () => {
+    const k = sealerKeys();
+    const logged: string[] = [];
+    const sealer = new WorkerSealer(k, 1, (m) => logged.push(m));
+    try {
+      const worker = (sealer as unknown as { workers: { worker: { terminate(): Promise<number> } }[] }).workers[0].worker;
+      const plaintexts = Array.from({ length: 8 }, () => randomBytes(CHUNK));
+      const sealing = plaintexts.map((p) => sealer.seal(p));
+      await worker.terminate();
+      const results = await Promise.all(sealing);
+      const after = await sealer.seal(plaintexts[0]);
+      for (const [i, p] of plaintexts.entries()) expect(results[i].id.equals(chunkId(k.keys, p))).toBe(true);
+      expect(after.id.equals(results[0].id)).toBe(true);
+      expect(logged.join('\n')).toMatch(/sealing worker stopped/);
+    } finally {
+      await sealer.close();
+    }
+  });
+});
