@@ -43,11 +43,14 @@ async function main(): Promise<void> {
         remoteOptions(y)
           .positional('vault-dir', { type: 'string', demandOption: true, describe: 'a new or empty directory for the vault' })
           .option('remote', { type: 'string', describe: 'where the encrypted data goes (default: a folder inside the vault): file:///path or s3://bucket/prefix' })
+          .option('name', { type: 'string', describe: `the volume name the mount shows (df, findmnt, mountinfo); default: the directory's name. Kept on this machine only` })
           .example('$0 init ~/vault', 'a vault whose remote is the folder ~/vault/remote')
+          .example('$0 init ~/photos-vault --name Photos', 'mounts show up as "Photos"')
           .example('$0 init ~/vault --remote s3://my-bucket/coffer --s3-endpoint http://127.0.0.1:9000', 'a vault on an S3-compatible store'),
       (argv) =>
         initCommand({
           vault: argv['vault-dir'],
+          name: argv.name,
           remote: argv.remote,
           s3Endpoint: argv['s3-endpoint'],
           s3Region: argv['s3-region'],
@@ -114,11 +117,13 @@ async function main(): Promise<void> {
         remoteOptions(y)
           .positional('remote-url', { type: 'string', demandOption: true, describe: 'file:///path or s3://bucket/prefix' })
           .positional('vault-dir', { type: 'string', demandOption: true, describe: 'a new or empty directory' })
+          .option('name', { type: 'string', describe: `the volume name of this copy (names are never on the remote); default: the directory's name` })
           .example('$0 clone s3://my-bucket/coffer ~/vault --s3-endpoint http://127.0.0.1:9000', ''),
       (argv) =>
         cloneCommand({
           remote: argv['remote-url'],
           vault: argv['vault-dir'],
+          name: argv.name,
           s3Endpoint: argv['s3-endpoint'],
           s3Region: argv['s3-region'],
           cacheSize: size(argv['cache-size']),

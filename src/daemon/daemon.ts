@@ -18,7 +18,7 @@ import { mountFuse, type FuseSession } from '../fs/fuse.js';
 import { findMount, isStaleMount, forceUnmount } from '../fs/mountinfo.js';
 import { remoteKeys, type RemoteBackend } from '../remote/backend.js';
 import { Syncer, type SyncStatus } from '../sync/syncer.js';
-import { openConfiguredBackend } from '../vault/config.js';
+import { openConfiguredBackend, volumeName } from '../vault/config.js';
 import type { UnlockedVault } from '../vault/vault.js';
 import { serveControl, type ControlRequest } from './control.js';
 import { removeDaemonInfo, writeDaemonInfo, type DaemonInfo } from './registry.js';
@@ -35,6 +35,8 @@ export interface DaemonOptions {
 export interface DaemonStatus extends IndexCounts {
   mounted: true;
   pid: number;
+  /** The volume name the mount shows. */
+  name: string;
   vault: string;
   mountpoint: string;
   remote: string;
@@ -144,6 +146,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   if (orphans > 0) log.info(`removed ${orphans} files that were deleted while open when the daemon last stopped`);
 
   const config = vault.config;
+  const name = volumeName(config, paths);
   const backend = openConfiguredBackend(config);
   const logFn = (message: string, err?: unknown) => log.error(message, err);
   const store = new ChunkStore({
@@ -217,6 +220,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     return {
       mounted: true,
       pid: process.pid,
+      name,
       vault: paths.dir,
       mountpoint,
       remote: backend.description,
@@ -252,7 +256,8 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     await syncer.start();
     await refuseRolledBackRemote(syncer, log, config.remoteReadTimeoutMs);
     session = await mountFuse(mountpoint, filesystem, {
-      fsname: 'coffer',
+      // df, findmnt and mountinfo show the volume name as the source and fuse.coffer as the type.
+      fsname: name,
       subtype: 'coffer',
       // Hard links are separate nodes to the kernel under the path-based FUSE API, so a cached
       // link count goes stale when another name of the same file changes: always ask.
@@ -294,7 +299,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   process.on('SIGINT', onSignal);
   process.on('SIGHUP', () => {});
 
-  log.info(`mounted ${paths.dir} at ${mountpoint} (remote ${backend.description})`);
+  log.info(`mounted ${paths.dir} as ${JSON.stringify(name)} at ${mountpoint} (remote ${backend.description})`);
   options.onReady?.();
   await done;
   process.off('unhandledRejection', onRejection);
