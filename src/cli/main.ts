@@ -83,9 +83,14 @@ async function main(): Promise<void> {
       (y) =>
         y
           .positional('target', { type: 'string', demandOption: true })
-          .option('wait-sync', { type: 'boolean', default: false, describe: 'first wait until the remote holds everything (with progress)' })
-          .example('$0 unmount ~/Coffer --wait-sync', 'upload everything, then unmount'),
-      (argv) => unmountCommand({ target: argv.target, waitSync: argv['wait-sync'] }),
+          .option('wait-sync', {
+            type: 'boolean',
+            describe: 'first wait until the remote holds everything (with progress); --no-wait-sync: do not wait and do not ask. Without either, a terminal is asked',
+          })
+          .option('timeout', { type: 'number', describe: 'with --wait-sync: wait at most this many seconds, then unmount anyway (the rest stays queued)' })
+          .example('$0 unmount ~/Coffer', 'unmount now; says what is not uploaded yet (on a terminal, offers to wait)')
+          .example('$0 unmount ~/Coffer --wait-sync --timeout 60', 'upload for up to a minute, then unmount'),
+      (argv) => unmountCommand({ target: argv.target, waitSync: argv['wait-sync'], timeout: argv.timeout }),
     )
     .command(
       'status <target>',

@@ -31,6 +31,12 @@ export interface VaultConfig {
   /** How long a read waits for the remote before failing with EIO. */
   remoteReadTimeoutMs: number;
   uploadConcurrency: number;
+  /**
+   * When the daemon is stopped by a signal (SIGTERM, SIGINT) or its mount is removed from
+   * outside, how long it keeps uploading after the unmount before it exits; what is left stays
+   * queued for the next mount. 0: exit at once.
+   */
+  shutdownDrainMs: number;
 }
 
 const MiB = 1024 * 1024;
@@ -43,6 +49,7 @@ export const DEFAULT_CONFIG: Omit<VaultConfig, 'remote'> = {
   memoryCacheSize: 64 * MiB,
   remoteReadTimeoutMs: 8000,
   uploadConcurrency: 4,
+  shutdownDrainMs: 10_000,
 };
 
 /** Settings a command line may override for one run. */
@@ -65,6 +72,9 @@ export async function readConfig(paths: VaultPaths): Promise<VaultConfig> {
     );
   }
   const config = { ...DEFAULT_CONFIG, ...raw } as VaultConfig;
+  if (typeof config.shutdownDrainMs !== 'number' || !Number.isFinite(config.shutdownDrainMs) || config.shutdownDrainMs < 0) {
+    throw new CofferError('CORRUPT_FORMAT', `${paths.config}: "shutdownDrainMs" must be a number of milliseconds, 0 or more`);
+  }
   return config;
 }
 

@@ -49,7 +49,11 @@ async function renderStatus(path: string, json: boolean): Promise<string> {
   const lines = [
     `name:       ${status.name}`,
     `vault:      ${status.vault}`,
-    status.mounted ? `mounted:    yes, at ${status.mountpoint} (daemon pid ${status.pid})` : 'mounted:    no',
+    !status.mounted
+      ? 'mounted:    no'
+      : status.stopping
+        ? `mounted:    no longer at ${status.mountpoint}; the daemon (pid ${status.pid}) is uploading what it can before it exits`
+        : `mounted:    yes, at ${status.mountpoint} (daemon pid ${status.pid})`,
     `remote:     ${status.remote}`,
     `files:      ${status.files} (${formatBytes(status.bytes)}), ${status.directories} directories`,
     `chunks:     ${status.chunks} (${formatBytes(status.chunkBytes)} stored)`,
