@@ -183,9 +183,9 @@ describe('coffer ls-mounts, logs and status --watch', () => {
 
 describe('help and completion', () => {
   it('gives every command help with an example, and prints a completion script', async () => {
-    const commands = ['init', 'mount', 'unmount', 'status', 'sync', 'clone', 'fsck', 'rebuild-index', 'passwd', 'ls-mounts', 'logs'];
+    const commands = ['init', 'mount', 'unmount', 'status', 'sync', 'clone', 'fsck', 'rebuild-index', 'passwd', 'ls-mounts', 'logs', 'service', 'service install', 'service uninstall'];
     for (const command of commands) {
-      const help = await cofferOk([command, '--help']);
+      const help = await cofferOk([...command.split(' '), '--help']);
       expect(help.stdout, command).toMatch(/Examples:/);
     }
     const completion = await cofferOk(['completion']);

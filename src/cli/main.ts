@@ -15,6 +15,7 @@ import { lsMountsCommand } from './commands/ls-mounts.js';
 import { mountCommand } from './commands/mount.js';
 import { passwdCommand } from './commands/passwd.js';
 import { rebuildIndexCommand } from './commands/rebuild-index.js';
+import { DEFAULT_STOP_TIMEOUT_S, serviceInstallCommand, serviceUninstallCommand } from './commands/service.js';
 import { statusCommand } from './commands/status.js';
 import { syncCommand } from './commands/sync.js';
 import { unmountCommand } from './commands/unmount.js';
@@ -178,6 +179,44 @@ async function main(): Promise<void> {
           .option('follow', { alias: 'f', type: 'boolean', default: false, describe: 'keep printing new lines' })
           .example('$0 logs ~/vault -f', ''),
       (argv) => logsCommand({ target: argv.target, lines: argv.lines, follow: argv.follow }),
+    )
+    .command('service', 'run a vault as a systemd user service that keeps it mounted', (y) =>
+      y
+        .command(
+          'install <vault-dir> <mountpoint>',
+          'write a systemd user unit that mounts the vault (needs --passphrase-file, readable by you alone)',
+          (yy) =>
+            yy
+              .positional('vault-dir', { type: 'string', demandOption: true })
+              .positional('mountpoint', { type: 'string', demandOption: true, describe: 'an existing directory' })
+              .option('stop-timeout', {
+                type: 'number',
+                describe: `when the service stops, wait at most this many seconds for pending uploads before unmounting (default ${DEFAULT_STOP_TIMEOUT_S}; the rest stays queued)`,
+              })
+              .option('json', { type: 'boolean', default: false, describe: 'print what was written as JSON' })
+              .example('$0 service install ~/vault ~/Coffer --passphrase-file ~/.config/coffer/passphrase', 'then: systemctl --user enable --now <unit>'),
+          (argv) =>
+            serviceInstallCommand({
+              vault: argv['vault-dir'],
+              mountpoint: argv.mountpoint,
+              passphraseFile: argv['passphrase-file'],
+              stopTimeout: argv['stop-timeout'],
+              json: argv.json,
+            }),
+        )
+        .command(
+          'uninstall <vault-dir>',
+          "remove the vault's systemd user unit (prints the systemctl commands that stop it)",
+          (yy) =>
+            yy
+              .positional('vault-dir', { type: 'string', demandOption: true })
+              .option('json', { type: 'boolean', default: false, describe: 'print what was removed as JSON' })
+              .example('$0 service uninstall ~/vault', ''),
+          (argv) => serviceUninstallCommand({ vault: argv['vault-dir'], json: argv.json }),
+        )
+        .demandCommand(1, 'name a service command: install or uninstall')
+        .example('$0 service install ~/vault ~/Coffer --passphrase-file ~/.config/coffer/passphrase', '')
+        .example('$0 service uninstall ~/vault', ''),
     )
     .completion('completion', 'print a shell completion script (bash, zsh): source <(coffer completion)')
     .demandCommand(1, 'name a command')
