@@ -152,6 +152,10 @@ describe('the daemon on SIGTERM', () => {
     expect(isMounted(d.ws.mnt)).toBe(false);
     const stopping = JSON.parse((await cofferOk(['status', d.ws.vault, '--json'])).stdout);
     expect(stopping).toMatchObject({ mounted: true, stopping: true });
+    expect((await cofferOk(['status', d.ws.vault])).stdout).toMatch(/mounted: +no longer at .* uploading what it can before it exits/);
+    const early = await coffer(['mount', d.ws.vault, d.ws.mnt], { env: NO_FAULTS });
+    expect(early.code).toBe(1);
+    expect(early.stderr).toMatch(/still stopping: .* try again in a moment/);
     process.kill(pid, 'SIGTERM');
     expect(await timeToExit(pid)).toBeLessThan(SHUTDOWN_SLACK_MS);
     expect((await offlineStatus(d.ws)).pendingChunks).toBe(6);

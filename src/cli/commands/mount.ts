@@ -28,6 +28,13 @@ export async function mountCommand(args: MountArgs): Promise<void> {
   await readVaultHeaderRaw(vaultDir); // a clear error before asking for a passphrase
   const target = await resolveTarget(vaultDir);
   if (target.alive && target.info) {
+    const live = await liveStatus(target, vaultDir).catch(() => undefined);
+    if (live?.stopping) {
+      throw new CofferError(
+        'ALREADY_MOUNTED',
+        `the vault ${vaultDir} is still stopping: its daemon (pid ${target.info.pid}) is uploading what is pending before it exits, for a bounded time (shutdownDrainMs); try again in a moment`,
+      );
+    }
     throw new CofferError(
       'ALREADY_MOUNTED',
       `the vault ${vaultDir} is already mounted at ${target.info.mountpoint} (daemon pid ${target.info.pid}); unmount it first with: coffer unmount ${target.info.mountpoint}`,
