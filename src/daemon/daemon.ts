@@ -1,7 +1,8 @@
 /**
  * One process per mounted vault: opens the index (taking its lock), wires the chunk
  * store, file data, filesystem, sync and control socket together, mounts, and on
- * unmount or a signal commits every buffer before it lets go.
+ * unmount or a signal commits every buffer before it lets go. After a signal it keeps
+ * uploading for at most `shutdownDrainMs`; what is left stays queued for the next mount.
  *
  * The daemon never touches its own mount (that would deadlock the FUSE thread).
  */
