@@ -27,7 +27,11 @@ export type CofferErrorCode =
   | 'REMOTE_ROLLBACK'
   | 'BAD_ARGUMENT'
   | 'NO_PASSPHRASE'
-  | 'DAEMON_FAILED';
+  | 'DAEMON_FAILED'
+  /** A file holding a secret can be read or changed by other users. */
+  | 'UNSAFE_PERMISSIONS'
+  /** Nothing of the kind is installed (e.g. no service unit for a vault). */
+  | 'NOT_INSTALLED';
 
 export class CofferError extends Error {
   constructor(readonly code: CofferErrorCode, message: string, options?: { cause?: unknown }) {

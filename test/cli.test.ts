@@ -1,13 +1,14 @@
 /**
- * The command line beyond mount and unmount: passwd, ls-mounts, logs, status --watch,
- * completion, help, and the per-file sync state a file manager can show.
+ * The command line beyond mount and unmount: volume names, passwd, ls-mounts, logs,
+ * status --watch, completion, help, and the per-file sync state a file manager can show.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CLI, coffer, cofferOk, PASSPHRASE, Workspace } from './helpers/drive.js';
+import { findMount } from '../src/fs/mountinfo.js';
 
 const workspaces: Workspace[] = [];
 afterEach(async () => {
@@ -24,6 +25,69 @@ async function vault(extra: string[] = []): Promise<{ ws: Workspace; remote: str
 
 const state = (path: string) =>
   execFileSync('python3', ['-c', 'import os,sys; print(os.getxattr(sys.argv[1], "user.coffer.state").decode())', path], { encoding: 'utf8' }).trim();
+
+/** Every file under `dir`, recursively. */
+function filesUnder(dir: string): string[] {
+  return fs.readdirSync(dir, { recursive: true, encoding: 'utf8' }).map((f) => join(dir, f)).filter((f) => fs.statSync(f).isFile());
+}
+
+describe('volume name', () => {
+  it('is set at init, shown by the mount, status and ls-mounts, and never reaches the remote', async () => {
+    const name = 'My Photos, 2024 \\ ünïcode';
+    const { ws, remote } = await vault(['--name', name]);
+    expect(JSON.parse(fs.readFileSync(join(ws.vault, 'config.json'), 'utf8')).name).toBe(name);
+    await ws.mount();
+    const entry = await findMount(ws.mnt);
+    expect(entry).toMatchObject({ source: name, fstype: 'fuse.coffer' });
+    const findmnt = spawnSync('findmnt', ['-n', '-o', 'SOURCE,FSTYPE', ws.mnt], { encoding: 'utf8', env: { ...process.env, LC_ALL: 'C.UTF-8' } });
+    if (findmnt.status === 0) expect(findmnt.stdout.trim()).toMatch(/^My Photos, 2024 \\ ünïcode\s+fuse\.coffer$/);
+    const live = JSON.parse((await cofferOk(['status', ws.mnt, '--json'])).stdout);
+    expect(live).toMatchObject({ mounted: true, name });
+    expect((await cofferOk(['status', ws.mnt])).stdout).toContain(`name:       ${name}\n`);
+    const mounts = JSON.parse((await cofferOk(['ls-mounts', '--json'])).stdout) as { mountpoint: string; name: string }[];
+    expect(mounts.find((m) => m.mountpoint === ws.mnt)?.name).toBe(name);
+    expect((await cofferOk(['ls-mounts'])).stdout).toMatch(/^NAME +MOUNTPOINT/);
+    fs.writeFileSync(ws.path('f'), 'data');
+    await cofferOk(['sync', ws.mnt, '--wait']);
+    await ws.unmount();
+    expect(JSON.parse((await cofferOk(['status', ws.vault, '--json'])).stdout)).toMatchObject({ mounted: false, name });
+    // The remote holds sealed objects and the public header only: no trace of the name.
+    const needle = Buffer.from('My Photos');
+    for (const file of filesUnder(remote)) expect(fs.readFileSync(file).includes(needle), file).toBe(false);
+  });
+
+  it("defaults to the vault directory's name, also for vaults made before names existed", async () => {
+    const { ws } = await vault();
+    const configPath = join(ws.vault, 'config.json');
+    expect(JSON.parse(fs.readFileSync(configPath, 'utf8')).name).toBe('vault');
+    const { name: _dropped, ...older } = JSON.parse(fs.readFileSync(configPath, 'utf8'));
+    fs.writeFileSync(configPath, JSON.stringify(older, null, 2));
+    expect(JSON.parse((await cofferOk(['status', ws.vault, '--json'])).stdout).name).toBe('vault');
+    await ws.mount();
+    expect((await findMount(ws.mnt))?.source).toBe('vault');
+    await ws.unmount();
+    // A hand-edited name that is not valid is reported with the way out.
+    fs.writeFileSync(configPath, JSON.stringify({ ...older, name: ' ' }, null, 2));
+    const bad = await coffer(['status', ws.vault]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/"name" must be .*remove the key/);
+  });
+
+  it('refuses bad names as a bad command line, before asking for a passphrase', async () => {
+    const ws = new Workspace();
+    workspaces.push(ws);
+    for (const bad of ['', '   ', 'tab\there', 'line\nbreak', 'x'.repeat(65)]) {
+      const result = await coffer(['init', ws.vault, '--name', bad], { passphrase: null });
+      expect(result.code, JSON.stringify(bad)).toBe(2);
+      expect(result.stderr).toMatch(/volume name/);
+    }
+    expect(fs.existsSync(ws.vault)).toBe(false);
+    // Clones get a name of their own: names are never on the remote.
+    const { ws: source, remote } = await vault(['--name', 'Original']);
+    await cofferOk(['clone', `file://${remote}`, join(source.dir, 'copy'), '--name', 'Copy']);
+    expect(JSON.parse((await cofferOk(['status', join(source.dir, 'copy'), '--json'])).stdout).name).toBe('Copy');
+  });
+});
 
 describe('coffer passwd', () => {
   it('changes the passphrase here and on the remote; the old one opens neither', async () => {
@@ -119,9 +183,9 @@ describe('coffer ls-mounts, logs and status --watch', () => {
 
 describe('help and completion', () => {
   it('gives every command help with an example, and prints a completion script', async () => {
-    const commands = ['init', 'mount', 'unmount', 'status', 'sync', 'clone', 'fsck', 'rebuild-index', 'passwd', 'ls-mounts', 'logs'];
+    const commands = ['init', 'mount', 'unmount', 'status', 'sync', 'clone', 'fsck', 'rebuild-index', 'passwd', 'ls-mounts', 'logs', 'service', 'service install', 'service uninstall'];
     for (const command of commands) {
-      const help = await cofferOk([command, '--help']);
+      const help = await cofferOk([...command.split(' '), '--help']);
       expect(help.stdout, command).toMatch(/Examples:/);
     }
     const completion = await cofferOk(['completion']);

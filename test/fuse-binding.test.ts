@@ -120,7 +120,11 @@ describe('mount options and mountinfo parsing', () => {
       '-obig_writes,max_write=131072,fsname=v1,subtype=coffer,use_ino,hard_remove,default_permissions,allow_other,attr_timeout=1',
     );
     expect(() => buildFuseOptionString({ fsname: 'c', subtype: 'coffer', extraOptions: ['x'.repeat(1000)] })).toThrow(/1023/);
-    expect(() => buildFuseOptionString({ fsname: 'a,b', subtype: 'coffer' })).toThrow(/fsname/);
+    // A volume name may hold commas, spaces and backslashes: escaped for libfuse, which unescapes them.
+    expect(buildFuseOptionString({ fsname: 'My Photos, 2024 \\ x', subtype: 'coffer' })).toContain(',fsname=My Photos\\, 2024 \\\\ x,subtype=coffer,');
+    expect(() => buildFuseOptionString({ fsname: 'a\nb', subtype: 'coffer' })).toThrow(/fsname/);
+    expect(() => buildFuseOptionString({ fsname: '', subtype: 'coffer' })).toThrow(/fsname/);
+    expect(() => buildFuseOptionString({ fsname: 'c', subtype: 'a,b' })).toThrow(/subtype/);
     expect(() => buildFuseOptionString({ fsname: 'c', subtype: 'coffer', extraOptions: ['ro,allow_other'] })).toThrow(/one option/);
   });
 

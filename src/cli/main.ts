@@ -15,6 +15,7 @@ import { lsMountsCommand } from './commands/ls-mounts.js';
 import { mountCommand } from './commands/mount.js';
 import { passwdCommand } from './commands/passwd.js';
 import { rebuildIndexCommand } from './commands/rebuild-index.js';
+import { DEFAULT_STOP_TIMEOUT_S, serviceInstallCommand, serviceUninstallCommand } from './commands/service.js';
 import { statusCommand } from './commands/status.js';
 import { syncCommand } from './commands/sync.js';
 import { unmountCommand } from './commands/unmount.js';
@@ -43,11 +44,14 @@ async function main(): Promise<void> {
         remoteOptions(y)
           .positional('vault-dir', { type: 'string', demandOption: true, describe: 'a new or empty directory for the vault' })
           .option('remote', { type: 'string', describe: 'where the encrypted data goes (default: a folder inside the vault): file:///path or s3://bucket/prefix' })
+          .option('name', { type: 'string', describe: `the volume name the mount shows (df, findmnt, mountinfo); default: the directory's name. Kept on this machine only` })
           .example('$0 init ~/vault', 'a vault whose remote is the folder ~/vault/remote')
+          .example('$0 init ~/photos-vault --name Photos', 'mounts show up as "Photos"')
           .example('$0 init ~/vault --remote s3://my-bucket/coffer --s3-endpoint http://127.0.0.1:9000', 'a vault on an S3-compatible store'),
       (argv) =>
         initCommand({
           vault: argv['vault-dir'],
+          name: argv.name,
           remote: argv.remote,
           s3Endpoint: argv['s3-endpoint'],
           s3Region: argv['s3-region'],
@@ -80,9 +84,14 @@ async function main(): Promise<void> {
       (y) =>
         y
           .positional('target', { type: 'string', demandOption: true })
-          .option('wait-sync', { type: 'boolean', default: false, describe: 'first wait until the remote holds everything (with progress)' })
-          .example('$0 unmount ~/Coffer --wait-sync', 'upload everything, then unmount'),
-      (argv) => unmountCommand({ target: argv.target, waitSync: argv['wait-sync'] }),
+          .option('wait-sync', {
+            type: 'boolean',
+            describe: 'first wait until the remote holds everything (with progress); --no-wait-sync: do not wait and do not ask. Without either, a terminal is asked',
+          })
+          .option('timeout', { type: 'number', describe: 'with --wait-sync: wait at most this many seconds, then unmount anyway (the rest stays queued)' })
+          .example('$0 unmount ~/Coffer', 'unmount now; says what is not uploaded yet (on a terminal, offers to wait)')
+          .example('$0 unmount ~/Coffer --wait-sync --timeout 60', 'upload for up to a minute, then unmount'),
+      (argv) => unmountCommand({ target: argv.target, waitSync: argv['wait-sync'], timeout: argv.timeout }),
     )
     .command(
       'status <target>',
@@ -114,11 +123,13 @@ async function main(): Promise<void> {
         remoteOptions(y)
           .positional('remote-url', { type: 'string', demandOption: true, describe: 'file:///path or s3://bucket/prefix' })
           .positional('vault-dir', { type: 'string', demandOption: true, describe: 'a new or empty directory' })
+          .option('name', { type: 'string', describe: `the volume name of this copy (names are never on the remote); default: the directory's name` })
           .example('$0 clone s3://my-bucket/coffer ~/vault --s3-endpoint http://127.0.0.1:9000', ''),
       (argv) =>
         cloneCommand({
           remote: argv['remote-url'],
           vault: argv['vault-dir'],
+          name: argv.name,
           s3Endpoint: argv['s3-endpoint'],
           s3Region: argv['s3-region'],
           cacheSize: size(argv['cache-size']),
@@ -168,6 +179,44 @@ async function main(): Promise<void> {
           .option('follow', { alias: 'f', type: 'boolean', default: false, describe: 'keep printing new lines' })
           .example('$0 logs ~/vault -f', ''),
       (argv) => logsCommand({ target: argv.target, lines: argv.lines, follow: argv.follow }),
+    )
+    .command('service', 'run a vault as a systemd user service that keeps it mounted', (y) =>
+      y
+        .command(
+          'install <vault-dir> <mountpoint>',
+          'write a systemd user unit that mounts the vault (needs --passphrase-file, readable by you alone)',
+          (yy) =>
+            yy
+              .positional('vault-dir', { type: 'string', demandOption: true })
+              .positional('mountpoint', { type: 'string', demandOption: true, describe: 'an existing directory' })
+              .option('stop-timeout', {
+                type: 'number',
+                describe: `when the service stops, wait at most this many seconds for pending uploads before unmounting (default ${DEFAULT_STOP_TIMEOUT_S}; the rest stays queued)`,
+              })
+              .option('json', { type: 'boolean', default: false, describe: 'print what was written as JSON' })
+              .example('$0 service install ~/vault ~/Coffer --passphrase-file ~/.config/coffer/passphrase', 'then: systemctl --user enable --now <unit>'),
+          (argv) =>
+            serviceInstallCommand({
+              vault: argv['vault-dir'],
+              mountpoint: argv.mountpoint,
+              passphraseFile: argv['passphrase-file'],
+              stopTimeout: argv['stop-timeout'],
+              json: argv.json,
+            }),
+        )
+        .command(
+          'uninstall <vault-dir>',
+          "remove the vault's systemd user unit (prints the systemctl commands that stop it)",
+          (yy) =>
+            yy
+              .positional('vault-dir', { type: 'string', demandOption: true })
+              .option('json', { type: 'boolean', default: false, describe: 'print what was removed as JSON' })
+              .example('$0 service uninstall ~/vault', ''),
+          (argv) => serviceUninstallCommand({ vault: argv['vault-dir'], json: argv.json }),
+        )
+        .demandCommand(1, 'name a service command: install or uninstall')
+        .example('$0 service install ~/vault ~/Coffer --passphrase-file ~/.config/coffer/passphrase', '')
+        .example('$0 service uninstall ~/vault', ''),
     )
     .completion('completion', 'print a shell completion script (bash, zsh): source <(coffer completion)')
     .demandCommand(1, 'name a command')

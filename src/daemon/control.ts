@@ -6,7 +6,7 @@ import { createConnection, createServer, type Server } from 'node:net';
 import { rm } from 'node:fs/promises';
 import { CofferError, type CofferErrorCode } from '../errors.js';
 
-export type ControlRequest = { op: 'status' } | { op: 'unmount' } | { op: 'sync' };
+export type ControlRequest = { op: 'status' } | { op: 'unmount' } | { op: 'sync' } | { op: 'pending' };
 
 export type ControlResponse = { ok: true; result: unknown } | { ok: false; error: { code: string; message: string } };
 

@@ -1,7 +1,8 @@
 /**
  * One process per mounted vault: opens the index (taking its lock), wires the chunk
  * store, file data, filesystem, sync and control socket together, mounts, and on
- * unmount or a signal commits every buffer before it lets go.
+ * unmount or a signal commits every buffer before it lets go. After a signal it keeps
+ * uploading for at most `shutdownDrainMs`; what is left stays queued for the next mount.
  *
  * The daemon never touches its own mount (that would deadlock the FUSE thread).
  */
@@ -19,7 +20,7 @@ import { mountFuse, type FuseSession } from '../fs/fuse.js';
 import { findMount, isStaleMount, forceUnmount } from '../fs/mountinfo.js';
 import { remoteKeys, type RemoteBackend } from '../remote/backend.js';
 import { Syncer, type SyncStatus } from '../sync/syncer.js';
-import { openConfiguredBackend } from '../vault/config.js';
+import { openConfiguredBackend, volumeName } from '../vault/config.js';
 import type { UnlockedVault } from '../vault/vault.js';
 import { serveControl, type ControlRequest } from './control.js';
 import { removeDaemonInfo, writeDaemonInfo, type DaemonInfo } from './registry.js';
@@ -36,6 +37,8 @@ export interface DaemonOptions {
 export interface DaemonStatus extends IndexCounts {
   mounted: true;
   pid: number;
+  /** The volume name the mount shows. */
+  name: string;
   vault: string;
   mountpoint: string;
   remote: string;
@@ -43,6 +46,8 @@ export interface DaemonStatus extends IndexCounts {
   cacheBytes: number;
   cacheLimitBytes: number;
   sync: SyncStatus;
+  /** The mount is gone and the daemon is uploading what it can before it exits (bounded). */
+  stopping: boolean;
   /** Chunks whose upload keeps failing, with the last error (they are retried with backoff). */
   uploadErrors: { id: string; attempts: number; error: string }[];
 }
@@ -52,11 +57,19 @@ export interface SyncStarted {
   target: number;
 }
 
-export interface UnmountResult {
-  unmounted: true;
-  /** Chunks written but not yet on the remote: they upload at the next mount. */
+/** What is not on the remote yet: it stays queued in the vault and uploads at the next mount. */
+export interface PendingUploads {
+  /** Files that name at least one chunk not yet uploaded. */
+  pendingFiles: number;
   pendingChunks: number;
+  /** Sealed bytes of those chunks. */
   pendingBytes: number;
+  /** Changes (names, folders, attributes) not yet in an index published to the remote. */
+  unpublished: boolean;
+}
+
+export interface UnmountResult extends PendingUploads {
+  unmounted: true;
 }
 
 /**
@@ -145,6 +158,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   if (orphans > 0) log.info(`removed ${orphans} files that were deleted while open when the daemon last stopped`);
 
   const config = vault.config;
+  const name = volumeName(config, paths);
   const backend = openConfiguredBackend(config);
   const logFn = (message: string, err?: unknown) => log.error(message, err);
   const sealer = new WorkerSealer({ keys: vault.keys, context: vault.dataContext, chunkSize: vault.header.chunkSize }, undefined, logFn);
@@ -189,12 +203,37 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   let info: DaemonInfo | undefined;
   let watcher: NodeJS.Timeout | undefined;
   let shuttingDown: Promise<void> | undefined;
-  let pendingAtExit: IndexCounts | undefined;
+  let pendingAtExit: PendingUploads | undefined;
+  /** Aborted by a second signal: stop uploading and exit now. */
+  const drainAbort = new AbortController();
   let scanning: Promise<unknown> | undefined;
   let finished!: () => void;
   const done = new Promise<void>((resolveDone) => (finished = resolveDone));
 
-  const shutdown = (reason: string): Promise<void> => {
+  const pendingNow = (): PendingUploads => {
+    const { pendingChunks, pendingBytes } = index.counts();
+    return { pendingFiles: pendingChunks > 0 ? index.pendingFileCount() : 0, pendingChunks, pendingBytes, unpublished: syncer.status().publishPending };
+  };
+
+  /**
+   * After the unmount: keeps uploading and publishing for at most `boundMs`, or until a second
+   * signal. Whatever is left stays in the queue (it lives in the index) for the next mount.
+   */
+  const drain = async (boundMs: number): Promise<void> => {
+    const before = pendingNow();
+    if (boundMs <= 0 || (before.pendingChunks === 0 && !before.unpublished) || drainAbort.signal.aborted) return;
+    log.info(
+      `uploading what is pending for at most ${boundMs / 1000} s before exiting: ${before.pendingChunks} chunks (${before.pendingBytes} bytes)` +
+        `${before.unpublished ? ', and the index' : ''}`,
+    );
+    const deadline = Date.now() + boundMs;
+    const target = syncer.requestSync();
+    while (!syncer.isSynced(target) && !drainAbort.signal.aborted && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, Math.max(1, Math.min(100, deadline - Date.now()))));
+    }
+  };
+
+  const shutdown = (reason: string, drainMs = 0): Promise<void> => {
     shuttingDown ??= (async () => {
       log.info(`shutting down: ${reason}`);
       clearInterval(watcher);
@@ -205,8 +244,15 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
       await sealer.close();
       await scanning?.catch(() => {});
       await collector.stop();
+      await drain(drainMs).catch((err) => log.error(`uploading before exit: ${(err as Error).message}`, err));
       await syncer.stop();
-      pendingAtExit = index.counts();
+      pendingAtExit = pendingNow();
+      if (pendingAtExit.pendingChunks > 0 || pendingAtExit.unpublished) {
+        log.info(
+          `${pendingAtExit.pendingChunks} chunks (${pendingAtExit.pendingBytes} bytes) of ${pendingAtExit.pendingFiles} file(s) are not on the remote yet` +
+            `${pendingAtExit.unpublished ? ' and the index is not published' : ''}; they stay queued and upload at the next mount`,
+        );
+      }
       index.close();
       control?.close();
       if (info) await removeDaemonInfo(info).catch(() => {});
@@ -221,6 +267,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     return {
       mounted: true,
       pid: process.pid,
+      name,
       vault: paths.dir,
       mountpoint,
       remote: backend.description,
@@ -229,6 +276,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
       cacheBytes: cache.bytes,
       cacheLimitBytes: cache.limitBytes,
       sync: syncer.status(),
+      stopping: shuttingDown !== undefined,
       uploadErrors: index.lastUploadErrors(10),
     };
   };
@@ -241,11 +289,15 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
         // Everything written before this request is committed, then counted in the target.
         await data.flushAll();
         return { target: syncer.requestSync() } satisfies SyncStarted;
+      case 'pending':
+        // Everything written so far is committed first, so it is counted.
+        await data.flushAll();
+        return pendingNow() satisfies PendingUploads;
       case 'unmount': {
-        // Answer after the mount is gone, so the CLI can return only then.
+        // Answer after the mount is gone, so the CLI can return only then. The CLI has already
+        // waited for uploads if the user wanted that: no drain here.
         await shutdown('unmount requested');
-        const { pendingChunks, pendingBytes } = pendingAtExit!;
-        return { unmounted: true, pendingChunks, pendingBytes } satisfies UnmountResult;
+        return { unmounted: true, ...pendingAtExit! } satisfies UnmountResult;
       }
       default:
         throw new CofferError('BAD_ARGUMENT', `unknown control request ${JSON.stringify(request)}`);
@@ -256,7 +308,8 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     await syncer.start();
     await refuseRolledBackRemote(syncer, log, config.remoteReadTimeoutMs);
     session = await mountFuse(mountpoint, filesystem, {
-      fsname: 'coffer',
+      // df, findmnt and mountinfo show the volume name as the source and fuse.coffer as the type.
+      fsname: name,
       subtype: 'coffer',
       // Hard links are separate nodes to the kernel under the path-based FUSE API, so a cached
       // link count goes stale when another name of the same file changes: always ask.
@@ -286,19 +339,28 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
 
   watcher = setInterval(() => {
     void findMount(mountpoint).then((entry) => {
-      if (!entry && !shuttingDown) void shutdown('the mount was removed from outside');
+      if (!entry && !shuttingDown) void shutdown('the mount was removed from outside', config.shutdownDrainMs);
     });
   }, 2000);
   watcher.unref();
   // A bug in a background task must not take the mount down with it: log it and carry on.
   const onRejection = (reason: unknown) => log.error(`unhandled failure in a background task: ${(reason as Error)?.stack ?? String(reason)}`);
   process.on('unhandledRejection', onRejection);
-  const onSignal = (signal: NodeJS.Signals) => void shutdown(`received ${signal}`);
+  // A signal (systemd stopping the service, Ctrl-C in the foreground) unmounts, then uploads for at
+  // most shutdownDrainMs; a second signal cuts that short. Nothing queued is lost either way.
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (shuttingDown) {
+      if (!drainAbort.signal.aborted) log.info(`received ${signal} again: not waiting for uploads`);
+      drainAbort.abort();
+      return;
+    }
+    void shutdown(`received ${signal}`, config.shutdownDrainMs);
+  };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
   process.on('SIGHUP', () => {});
 
-  log.info(`mounted ${paths.dir} at ${mountpoint} (remote ${backend.description})`);
+  log.info(`mounted ${paths.dir} as ${JSON.stringify(name)} at ${mountpoint} (remote ${backend.description})`);
   options.onReady?.();
   await done;
   process.off('unhandledRejection', onRejection);

@@ -101,7 +101,11 @@ export interface FuseHandlers {
 }
 
 export interface MountOptions {
-  /** Shown as the mount source (`fsname=`). */
+  /**
+   * Shown as the mount source (`fsname=`), e.g. by df and findmnt: any text without control
+   * characters. Commas and backslashes are escaped for libfuse's option parser, which hands the
+   * name to the kernel unchanged.
+   */
   fsname: string;
   /** Shown as the type: `fuse.<subtype>`. */
   subtype: string;
@@ -638,9 +642,21 @@ function checkOptionWord(what: string, value: string): void {
   }
 }
 
+/**
+ * An option value as libfuse 2.9's option parser (and fusermount's, for mounts by a normal user)
+ * reads it: a backslash makes the next character literal, so `\,` is a comma that does not
+ * end the option. Control characters cannot be carried (and a name has no use for them).
+ */
+export function escapeOptionValue(what: string, value: string): string {
+  if (!value || /[\p{Cc}]/u.test(value)) {
+    throw new Error(`invalid ${what} ${JSON.stringify(value)}: use a non-empty name without control characters`);
+  }
+  return value.replace(/[\\,]/g, (ch) => `\\${ch}`);
+}
+
 /** The exact `-o` argument fuse-native hands to libfuse. Exported for tests. */
 export function buildFuseOptionString(options: Pick<MountOptions, 'fsname' | 'subtype' | 'extraOptions'>): string {
-  checkOptionWord('fsname', options.fsname);
+  const fsname = escapeOptionValue('fsname', options.fsname);
   checkOptionWord('subtype', options.subtype);
   const extra = options.extraOptions ?? [];
   for (const option of extra) {
@@ -648,7 +664,7 @@ export function buildFuseOptionString(options: Pick<MountOptions, 'fsname' | 'su
       throw new Error(`invalid FUSE option ${JSON.stringify(option)}: pass one option per array element`);
     }
   }
-  const all = [...BIG_WRITES, `fsname=${options.fsname}`, `subtype=${options.subtype}`, ...SEMANTICS, ...extra];
+  const all = [...BIG_WRITES, `fsname=${fsname}`, `subtype=${options.subtype}`, ...SEMANTICS, ...extra];
   const optionString = `-o${all.join(',')}`;
   const bytes = Buffer.byteLength(optionString);
   if (bytes > NATIVE_STRING_MAX_BYTES) {

@@ -590,6 +590,13 @@ export class VaultIndex {
   }
 
   /** Lets every queued upload, including ones backing off after failures, go now. */
+  /** How many files name a chunk that is not on the remote yet. */
+  pendingFileCount(): number {
+    return this.db
+      .prepare<[], { n: number }>('SELECT count(DISTINCT f.ino) AS n FROM file_chunks f WHERE f.chunk IN (SELECT id FROM upload_queue)')
+      .get()!.n;
+  }
+
   retryUploadsNow(): void {
     this.st.retryNow.run();
   }

@@ -15,8 +15,11 @@ import { remoteKeys, type RemoteBackend } from '../remote/backend.js';
 import { manifestHash, manifestObjectId, writeSyncState, type Manifest } from '../sync/syncer.js';
 import { DEFAULT_CONFIG, openConfiguredBackend, writeConfig, type VaultConfig } from './config.js';
 import { vaultPaths, type VaultPaths } from './layout.js';
+import { checkVolumeName, defaultVolumeName } from './volume-name.js';
 
 export interface CloneOptions {
+  /** The volume name of the new copy (names are never on the remote); default: the directory's name. */
+  name?: string;
   s3Endpoint?: string;
   s3Region?: string;
   cacheSize?: number;
@@ -40,6 +43,7 @@ export async function cloneVault(remote: string, vaultDir: string, obtainPassphr
   if (existing.length > 0) throw new CofferError('VAULT_EXISTS', `${paths.dir} is not empty; clone into a new or empty directory`);
   const config: VaultConfig = {
     ...DEFAULT_CONFIG,
+    name: options.name !== undefined ? checkVolumeName(options.name) : defaultVolumeName(paths.dir),
     remote,
     ...(options.s3Endpoint !== undefined && { s3Endpoint: options.s3Endpoint }),
     ...(options.s3Region !== undefined && { s3Region: options.s3Region }),

@@ -8,9 +8,15 @@ import type { RemoteBackend } from '../remote/backend.js';
 import { FaultyBackend, parseFaultPlan } from '../remote/faulty-backend.js';
 import { openBackend } from '../remote/open-backend.js';
 import type { VaultPaths } from './layout.js';
+import { defaultVolumeName, isVolumeName } from './volume-name.js';
 
 export interface VaultConfig {
   version: 1;
+  /**
+   * The volume name the mount shows (df, findmnt, mountinfo). Absent in vaults created before
+   * names existed: they show their directory's name (`volumeName`).
+   */
+  name?: string;
   /** Where sealed objects go: file:///path or s3://bucket/prefix. */
   remote: string;
   /** S3 endpoint URL for non-AWS stores (else COFFER_S3_ENDPOINT, else AWS). */
@@ -25,6 +31,12 @@ export interface VaultConfig {
   /** How long a read waits for the remote before failing with EIO. */
   remoteReadTimeoutMs: number;
   uploadConcurrency: number;
+  /**
+   * When the daemon is stopped by a signal (SIGTERM, SIGINT) or its mount is removed from
+   * outside, how long it keeps uploading after the unmount before it exits; what is left stays
+   * queued for the next mount. 0: exit at once.
+   */
+  shutdownDrainMs: number;
 }
 
 const MiB = 1024 * 1024;
@@ -37,6 +49,7 @@ export const DEFAULT_CONFIG: Omit<VaultConfig, 'remote'> = {
   memoryCacheSize: 64 * MiB,
   remoteReadTimeoutMs: 8000,
   uploadConcurrency: 4,
+  shutdownDrainMs: 10_000,
 };
 
 /** Settings a command line may override for one run. */
@@ -52,7 +65,22 @@ export async function readConfig(paths: VaultPaths): Promise<VaultConfig> {
   if (raw.version !== 1 || typeof raw.remote !== 'string') {
     throw new CofferError('CORRUPT_FORMAT', `${paths.config} is not a Coffer vault config (version 1 with a remote)`);
   }
-  return { ...DEFAULT_CONFIG, ...raw } as VaultConfig;
+  if (raw.name !== undefined && !isVolumeName(raw.name)) {
+    throw new CofferError(
+      'CORRUPT_FORMAT',
+      `${paths.config}: "name" must be 1 to 64 printable characters without surrounding spaces; fix it, or remove the key to use the directory's name`,
+    );
+  }
+  const config = { ...DEFAULT_CONFIG, ...raw } as VaultConfig;
+  if (typeof config.shutdownDrainMs !== 'number' || !Number.isFinite(config.shutdownDrainMs) || config.shutdownDrainMs < 0) {
+    throw new CofferError('CORRUPT_FORMAT', `${paths.config}: "shutdownDrainMs" must be a number of milliseconds, 0 or more`);
+  }
+  return config;
+}
+
+/** The name the mount shows: the configured one, else the vault directory's name. */
+export function volumeName(config: Pick<VaultConfig, 'name'>, paths: Pick<VaultPaths, 'dir'>): string {
+  return config.name ?? defaultVolumeName(paths.dir);
 }
 
 export async function writeConfig(paths: VaultPaths, config: VaultConfig): Promise<void> {

@@ -13,6 +13,7 @@ import { VaultIndex } from '../index/vault-index.js';
 import { remoteKeys } from '../remote/backend.js';
 import { vaultPaths, type VaultPaths } from './layout.js';
 import { DEFAULT_CONFIG, openConfiguredBackend, readConfig, writeConfig, type VaultConfig } from './config.js';
+import { checkVolumeName, defaultVolumeName } from './volume-name.js';
 
 export const DEFAULT_CHUNK_SIZE = 1024 * 1024;
 
@@ -27,6 +28,8 @@ export interface UnlockedVault {
 }
 
 export interface InitOptions {
+  /** The volume name (checked with checkVolumeName); default: the directory's name. */
+  name?: string;
   remote?: string;
   s3Endpoint?: string;
   s3Region?: string;
@@ -44,6 +47,7 @@ export async function initVault(vaultDir: string, passphrase: string, options: I
   if (existing.length > 0) throw new CofferError('VAULT_EXISTS', `${paths.dir} is not empty; choose a new or empty directory`);
   const config: VaultConfig = {
     ...DEFAULT_CONFIG,
+    name: options.name !== undefined ? checkVolumeName(options.name) : defaultVolumeName(paths.dir),
     remote: options.remote ?? pathToFileURL(paths.embeddedRemote).href,
     ...(options.s3Endpoint !== undefined && { s3Endpoint: options.s3Endpoint }),
     ...(options.s3Region !== undefined && { s3Region: options.s3Region }),

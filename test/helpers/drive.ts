@@ -75,9 +75,10 @@ export class Workspace {
     await cofferOk(['init', this.vault, ...extra]);
   }
 
-  async mount(mnt = this.mnt): Promise<void> {
+  /** `env` reaches the daemon too (e.g. COFFER_FAULTS). */
+  async mount(mnt = this.mnt, env?: NodeJS.ProcessEnv): Promise<void> {
     this.mounts.add(mnt);
-    await cofferOk(['mount', this.vault, mnt]);
+    await cofferOk(['mount', this.vault, mnt], { env });
   }
 
   async unmount(mnt = this.mnt): Promise<void> {

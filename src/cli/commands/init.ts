@@ -1,10 +1,12 @@
-import { readConfig } from '../../vault/config.js';
+import { readConfig, volumeName } from '../../vault/config.js';
 import { initVault } from '../../vault/vault.js';
+import { checkVolumeName } from '../../vault/volume-name.js';
 import { obtainPassphrase } from '../passphrase.js';
 import { say } from '../shared.js';
 
 export interface InitArgs {
   vault: string;
+  name?: string;
   remote?: string;
   s3Endpoint?: string;
   s3Region?: string;
@@ -13,14 +15,17 @@ export interface InitArgs {
 }
 
 export async function initCommand(args: InitArgs): Promise<void> {
+  // A bad name is a bad command line: refused before a passphrase is asked for.
+  const name = args.name === undefined ? undefined : checkVolumeName(args.name);
   const passphrase = await obtainPassphrase({ passphraseFile: args.passphraseFile, confirm: true });
   const paths = await initVault(args.vault, passphrase, {
+    name,
     remote: args.remote,
     s3Endpoint: args.s3Endpoint,
     s3Region: args.s3Region,
     cacheSize: args.cacheSize,
   });
   const config = await readConfig(paths);
-  say(`Created vault ${paths.dir} (remote ${config.remote}).`);
+  say(`Created vault ${paths.dir} named ${JSON.stringify(volumeName(config, paths))} (remote ${config.remote}).`);
   say(`Mount it with: coffer mount ${args.vault} <mountpoint>`);
 }

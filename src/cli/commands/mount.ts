@@ -7,7 +7,7 @@ import { CofferError, type CofferErrorCode } from '../../errors.js';
 import { runDaemon } from '../../daemon/daemon.js';
 import { createLogger } from '../../daemon/log.js';
 import type { StartRequest } from '../../daemon/main.js';
-import { withOverrides, type ConfigOverrides } from '../../vault/config.js';
+import { volumeName, withOverrides, type ConfigOverrides } from '../../vault/config.js';
 import { readVaultHeaderRaw, unlockVault } from '../../vault/vault.js';
 import { formatBytes } from '../format.js';
 import { obtainPassphrase } from '../passphrase.js';
@@ -28,6 +28,13 @@ export async function mountCommand(args: MountArgs): Promise<void> {
   await readVaultHeaderRaw(vaultDir); // a clear error before asking for a passphrase
   const target = await resolveTarget(vaultDir);
   if (target.alive && target.info) {
+    const live = await liveStatus(target, vaultDir).catch(() => undefined);
+    if (live?.stopping) {
+      throw new CofferError(
+        'ALREADY_MOUNTED',
+        `the vault ${vaultDir} is still stopping: its daemon (pid ${target.info.pid}) is uploading what is pending before it exits, for a bounded time (shutdownDrainMs); try again in a moment`,
+      );
+    }
     throw new CofferError(
       'ALREADY_MOUNTED',
       `the vault ${vaultDir} is already mounted at ${target.info.mountpoint} (daemon pid ${target.info.pid}); unmount it first with: coffer unmount ${target.info.mountpoint}`,
@@ -40,6 +47,7 @@ export async function mountCommand(args: MountArgs): Promise<void> {
   await checkFuseAccess();
   const passphrase = await obtainPassphrase({ passphraseFile: args.passphraseFile });
   const vault = await unlockVault(vaultDir, passphrase);
+  const shown = `${JSON.stringify(volumeName(vault.config, vault.paths))} (${vaultDir})`;
 
   if (args.foreground) {
     vault.config = withOverrides(vault.config, args.overrides);
@@ -49,7 +57,7 @@ export async function mountCommand(args: MountArgs): Promise<void> {
         vault,
         mountpoint,
         log,
-        onReady: () => say(`Mounted ${vaultDir} at ${mountpoint}. Stop with Ctrl-C or: coffer unmount ${mountpoint}`),
+        onReady: () => say(`Mounted ${shown} at ${mountpoint}. Stop with Ctrl-C or: coffer unmount ${mountpoint}`),
       });
     } finally {
       await log.close();
@@ -58,7 +66,7 @@ export async function mountCommand(args: MountArgs): Promise<void> {
   }
 
   await startBackgroundDaemon({ vault: vaultDir, mountpoint, masterKey: Buffer.from(vault.masterKey).toString('hex'), overrides: args.overrides }, vault.paths.log);
-  say(`Mounted ${vaultDir} at ${mountpoint}.`);
+  say(`Mounted ${shown} at ${mountpoint}.`);
   const status = await liveStatus(await resolveTarget(vaultDir), vaultDir).catch(() => undefined);
   if (status && status.pendingChunks > 0) {
     say(`Resuming the upload of ${status.pendingChunks} chunks (${formatBytes(status.pendingBytes)}) written before the last unmount.`);

@@ -1,6 +1,6 @@
 import type { DaemonStatus } from '../../daemon/daemon.js';
 import { VaultIndex, type IndexCounts } from '../../index/vault-index.js';
-import { readConfig } from '../../vault/config.js';
+import { readConfig, volumeName } from '../../vault/config.js';
 import { vaultPaths } from '../../vault/layout.js';
 import { formatAgo, formatBytes } from '../format.js';
 import { liveStatus } from '../shared.js';
@@ -8,6 +8,8 @@ import { requireVault, resolveTarget } from '../target.js';
 
 export interface OfflineStatus extends IndexCounts {
   mounted: false;
+  /** The volume name the mount shows. */
+  name: string;
   vault: string;
   remote: string;
 }
@@ -38,15 +40,20 @@ async function renderStatus(path: string, json: boolean): Promise<string> {
     const config = await readConfig(paths);
     const index = new VaultIndex(paths.index, { readonly: true });
     try {
-      status = { mounted: false, vault: vaultDir, remote: config.remote, ...index.counts() };
+      status = { mounted: false, name: volumeName(config, paths), vault: vaultDir, remote: config.remote, ...index.counts() };
     } finally {
       index.close();
     }
   }
   if (args.json) return JSON.stringify(status) + '\n';
   const lines = [
+    `name:       ${status.name}`,
     `vault:      ${status.vault}`,
-    status.mounted ? `mounted:    yes, at ${status.mountpoint} (daemon pid ${status.pid})` : 'mounted:    no',
+    !status.mounted
+      ? 'mounted:    no'
+      : status.stopping
+        ? `mounted:    no longer at ${status.mountpoint}; the daemon (pid ${status.pid}) is uploading what it can before it exits`
+        : `mounted:    yes, at ${status.mountpoint} (daemon pid ${status.pid})`,
     `remote:     ${status.remote}`,
     `files:      ${status.files} (${formatBytes(status.bytes)}), ${status.directories} directories`,
     `chunks:     ${status.chunks} (${formatBytes(status.chunkBytes)} stored)`,
