@@ -28,16 +28,21 @@ function pngChunk(type, data) {
 }
 
 /**
- * An 8-bit RGB PNG. `pixel(x, y)` returns [r, g, b]. `level` is zlib's compression level
- * (0 stores the pixels as they are, so noise-free images still have a realistic size).
+ * An 8-bit RGB PNG. `pixels` is a function (x, y) => [r, g, b] or a Buffer of width × height
+ * RGB triples, row by row. `level` is zlib's compression level (0 stores the pixels as they
+ * are: quick for noise, which does not compress anyway).
  */
-export function png(width, height, pixel, { level = 6 } = {}) {
+export function png(width, height, pixels, { level = 6 } = {}) {
   const stride = 1 + width * 3;
   const raw = Buffer.alloc(stride * height);
   for (let y = 0; y < height; y++) {
     raw[y * stride] = 0; // filter: none
+    if (Buffer.isBuffer(pixels)) {
+      pixels.copy(raw, y * stride + 1, y * width * 3, (y + 1) * width * 3);
+      continue;
+    }
     for (let x = 0; x < width; x++) {
-      const [r, g, b] = pixel(x, y);
+      const [r, g, b] = pixels(x, y);
       const o = y * stride + 1 + x * 3;
       raw[o] = r;
       raw[o + 1] = g;
