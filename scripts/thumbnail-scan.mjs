@@ -60,6 +60,8 @@ remote-only image in a folder, and a user's reads of other files during it.
                      clone (default 12,64: a modest thumbnailer, and many at once)
   --read-kib <n>     bytes the scan reads from the start of each image, KiB (default 16)
   --latency <ms[:jitter]>  added to every remote GET (default 80:40)
+  --direct           the scan opens images with O_DIRECT (no page cache, no readahead): tells
+                     a limit in the kernel's FUSE queue from one in the daemon
   --user-files <n>   documents the user reads, half alone and half during the scan (default 8)
   --user-mib <n>     size of each document in MiB (default 2)
   --user-delay <ms>  when the user's first read starts after the scan starts (default 500)
@@ -72,7 +74,7 @@ Needs a built tree (npx tsc -p tsconfig.json) and /dev/fuse.
 `;
 
 function parseArgs(argv) {
-  const opts = { images: 1000, imageKiB: 24, readers: [12, 64], readKiB: 16, latency: '80:40', userFiles: 8, userMiB: 2, userDelayMs: 500, userGapMs: 500, json: false, keep: false };
+  const opts = { images: 1000, imageKiB: 24, readers: [12, 64], readKiB: 16, latency: '80:40', userFiles: 8, userMiB: 2, userDelayMs: 500, userGapMs: 500, direct: false, json: false, keep: false };
   const integer = (flag, value, min, max) => {
     if (value === undefined || !/^\d+$/.test(value)) throw new UsageError(`${flag} needs a whole number, got ${JSON.stringify(value ?? '')}`);
     const n = Number(value);
@@ -97,6 +99,7 @@ function parseArgs(argv) {
       case '--user-mib': opts.userMiB = integer(flag, value(), 1, 256); break;
       case '--user-delay': opts.userDelayMs = integer(flag, value(), 0, 600_000); break;
       case '--user-gap': opts.userGapMs = integer(flag, value(), 0, 600_000); break;
+      case '--direct': opts.direct = true; break;
       case '--json': opts.json = true; break;
       case '--keep': opts.keep = true; break;
       case '-h': case '--help': opts.help = true; break;
@@ -205,6 +208,7 @@ async function main(opts) {
     images: opts.images,
     imageBytes: statSync(join(source, 'Pictures', 'IMG_00001.png')).size,
     readBytes: opts.readKiB * 1024,
+    direct: opts.direct,
     userFiles: opts.userFiles,
     userBytes: opts.userMiB * MiB,
     faults,
@@ -244,7 +248,7 @@ async function measure({ ws, remote, docs, faults, readers, opts, tag }) {
   progress(`[${readers} readers] scan: read the first ${opts.readKiB} KiB of every image; the user reads ${duringDocs.length} other documents meanwhile`);
   before = storageState(remote, cache, { resetAtimes: true });
   const [scan, during] = await Promise.all([
-    reader(['scan', join(mnt, 'Pictures'), String(readers), String(opts.readKiB * 1024)], { threads: readers }),
+    reader(['scan', join(mnt, 'Pictures'), String(readers), String(opts.readKiB * 1024), ...(opts.direct ? ['direct'] : [])], { threads: readers }),
     reader(['user', String(opts.userDelayMs), String(opts.userGapMs), ...duringDocs]),
   ]);
   const scanFetched = fetchedSince(before, remote, cache);
@@ -285,7 +289,7 @@ async function measure({ ws, remote, docs, faults, readers, opts, tag }) {
 function table(r, opts) {
   const s = r.setup;
   let out = '';
-  out += `Thumbnail scan: ${s.images} remote-only images of ${(s.imageBytes / 1024).toFixed(0)} KiB in one folder of a fresh clone; the scan reads the first ${opts.readKiB} KiB of each.\n`;
+  out += `Thumbnail scan: ${s.images} remote-only images of ${(s.imageBytes / 1024).toFixed(0)} KiB in one folder of a fresh clone; the scan reads the first ${opts.readKiB} KiB of each${opts.direct ? ' with O_DIRECT' : ''}.\n`;
   out += `Remote: ${s.remote}. The user reads documents of ${opts.userMiB} MiB whole (${Math.floor(s.userFiles / 2)} alone, then ${s.userFiles - Math.floor(s.userFiles / 2)} starting ${opts.userDelayMs} ms into the scan, ${opts.userGapMs} ms apart).\n\n`;
   const cols = [
     ['readers', 7],

@@ -43,6 +43,14 @@ function runCheck(args: string[]): Promise<{ code: number | null; stdout: string
   });
 }
 
+function parseReport(result: { code: number | null; stdout: string; stderr: string }): Report {
+  try {
+    return JSON.parse(result.stdout) as Report;
+  } catch {
+    throw new Error(`file-manager-check.mjs printed no report (exit ${result.code}):\n${result.stdout}\n${result.stderr}`);
+  }
+}
+
 const failed = (report: Report) => report.checks.filter((c) => !c.ok).map((c) => c.name);
 const scratch: string[] = [];
 afterAll(() => {
@@ -58,7 +66,7 @@ function noLeftovers(): void {
 describe.skipIf(!!skipReason)(`a vault in PCManFM under Xvfb${skipReason ? ` (${skipReason})` : ''}`, () => {
   it('shows the folders, images (with thumbnails) and documents of a remote-only vault', { timeout: 240_000 }, async () => {
     const result = await runCheck(['--out', ARTIFACTS, '--json']);
-    const report = JSON.parse(result.stdout) as Report;
+    const report = parseReport(result);
     expect(report.checks.map((c) => c.name)).toEqual(['mounted', 'window', 'names', 'thumbnails', 'reads', 'daemon log']);
     expect(failed(report), `${result.stdout}\n${result.stderr}`).toEqual([]);
     expect(result.code).toBe(0);
@@ -73,7 +81,7 @@ describe.skipIf(!!skipReason)(`a vault in PCManFM under Xvfb${skipReason ? ` (${
     scratch.push(out);
     const result = await runCheck(['--out', out, '--json', '--empty', '--wait', '5']);
     expect(result.code, result.stderr).toBe(1);
-    const report = JSON.parse(result.stdout) as Report;
+    const report = parseReport(result);
     expect(report.ok).toBe(false);
     expect(failed(report)).toEqual(['names', 'thumbnails', 'reads']);
     expect(result.stderr).toMatch(/FAILED: names, thumbnails, reads/);
@@ -86,7 +94,7 @@ describe.skipIf(!!skipReason)(`a vault in PCManFM under Xvfb${skipReason ? ` (${
     scratch.push(out);
     const result = await runCheck(['--out', out, '--json', '--no-mount', '--wait', '5']);
     expect(result.code, result.stderr).toBe(1);
-    const report = JSON.parse(result.stdout) as Report;
+    const report = parseReport(result);
     expect(failed(report)).toEqual(['mounted', 'names', 'thumbnails', 'reads', 'daemon log']);
     noLeftovers();
   });
