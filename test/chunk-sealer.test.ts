@@ -47,7 +47,7 @@ describe('WorkerSealer', () => {
     const sealer = new WorkerSealer(k, 1, (m) => logged.push(m));
     try {
       const worker = (sealer as unknown as { workers: { worker: { terminate(): Promise<number> } }[] }).workers[0].worker;
-      const plaintexts = Array.from({ length: 8 }, () => randomBytes(CHUNK));
+      const plaintexts = Array.from({ length: 8 }, () => randomBytes(CHUNK)); // large enough to go to the worker
       const sealing = plaintexts.map((p) => sealer.seal(p));
       await worker.terminate();
       const results = await Promise.all(sealing);

@@ -66,6 +66,12 @@ interface PooledWorker {
   inflight: number;
 }
 
+/**
+ * Below this size sealing takes a few microseconds, less than the trip to a worker and back,
+ * and a small file's close waits for its chunk: sealed inline.
+ */
+const INLINE_BELOW_BYTES = 64 * 1024;
+
 /** Worker threads for sealing. If a worker dies, its chunks and later ones are sealed inline. */
 export class WorkerSealer implements ChunkSealer {
   private readonly workers: PooledWorker[] = [];
@@ -98,7 +104,7 @@ export class WorkerSealer implements ChunkSealer {
   }
 
   seal(plaintext: Buffer): Promise<SealedChunk> {
-    const pooled = this.leastBusy();
+    const pooled = plaintext.length < INLINE_BELOW_BYTES ? undefined : this.leastBusy();
     if (!pooled) return this.inline.seal(plaintext);
     const seq = this.nextSeq++;
     return new Promise<SealedChunk>((resolve, reject) => {

@@ -15,6 +15,9 @@
  *   waits until older buffers are committed (every finished commit wakes the waiters).
  * - Chunk buffers live in SharedArrayBuffers so sealing in a worker thread reads them
  *   without a copy; that is safe because a buffer is never written once its commit starts.
+ * - A full chunk's buffer is not kept by anything once its commit succeeds (only partial
+ *   chunks are remembered as opened plaintext), so it is reused for a later chunk instead
+ *   of being left to the garbage collector.
  * - A commit that fails (a full disk, say) puts its buffer back and the error is
  *   returned by the next write, flush or fsync of that file: data is never dropped
  *   without the program being told.
@@ -60,6 +63,8 @@ interface FileState {
 }
 
 const GROWTH_STEP = 64 * 1024;
+/** Full-size chunk buffers kept for reuse. */
+const SPARE_BUFFERS = 8;
 /** Chunks opened ahead of a sequential reader. */
 const PREFETCH_CHUNKS = 4;
 
@@ -69,6 +74,7 @@ export class FileData {
   private bufferedBytes = 0;
   /** Writers waiting for buffer memory; woken whenever a commit finishes. */
   private spaceWaiters: (() => void)[] = [];
+  private readonly spareBuffers: Buffer[] = [];
   private readonly zero: Buffer;
   private readonly now: () => number;
   private idleTimer: NodeJS.Timeout | undefined;
@@ -325,8 +331,11 @@ export class FileData {
       }
     }
     const capacity = wholeOverwrite ? cs : Math.min(cs, roundUp(Math.max(content?.length ?? 0, 1), GROWTH_STEP));
-    const buf = sharedBuffer(capacity);
-    if (content) content.copy(buf, 0, 0, Math.min(content.length, capacity));
+    const spare = capacity === cs ? this.spareBuffers.pop() : undefined;
+    const buf = spare ?? sharedBuffer(capacity);
+    const copied = content ? content.copy(buf, 0, 0, Math.min(content.length, capacity)) : 0;
+    // A reused buffer holds an old chunk: zero what this one does not overwrite right away.
+    if (spare && !wholeOverwrite) buf.fill(0, copied);
     const chunk: ChunkBuffer = { buf, length: content?.length ?? 0, lastWriteMs: this.now() };
     st.dirty.set(idx, chunk);
     this.bufferedBytes += capacity;
@@ -351,8 +360,10 @@ export class FileData {
     const entry: InflightCommit = { chunk, done: Promise.resolve() };
     entry.done = (async () => {
       if (previous) await previous;
+      let reusable = false;
       try {
         await this.commitChunk(st, idx, chunk);
+        reusable = chunk.length === this.options.chunkSize;
       } catch (err) {
         if (!st.dirty.has(idx)) {
           st.dirty.set(idx, chunk);
@@ -363,6 +374,7 @@ export class FileData {
       } finally {
         if (st.inflight.get(idx) === entry) st.inflight.delete(idx);
         this.bufferedBytes -= chunk.buf.length;
+        if (reusable && this.spareBuffers.length < SPARE_BUFFERS) this.spareBuffers.push(chunk.buf);
         this.wakeSpaceWaiters();
       }
     })();
@@ -385,7 +397,8 @@ export class FileData {
       }
       this.index.commitChunk(st.ino, idx, { id, plainSize: data.length, sealedSize }, st.size, st.mtimeMs, this.now());
     });
-    this.store.remember(id, data);
+    // A full chunk is most likely one of many written in a row: its buffer is reused instead.
+    if (data.length < this.options.chunkSize) this.store.remember(id, data);
   }
 
   private async settle(st: FileState): Promise<void> {
