@@ -135,4 +135,36 @@ describe('FileData', () => {
     expect(readdirSync(join(dir, 'cache'))).toHaveLength(1);
     await data.closed(ino);
   });
+
+  it('reads ahead for a sequential reader only, and not for one that reads just the head', async () => {
+    const ino = newFile();
+    data.opened(ino);
+    await data.write(ino, randomBytes(12 * CS), 0);
+    await data.closed(ino);
+    // A fresh store (nothing opened in memory) whose loads are counted.
+    const asked = new Set<string>();
+    const fresh = new ChunkStore({ dir: join(dir, 'cache'), chunkSize: CS, keys: store['options'].keys, context: store['options'].context, memoryCacheBytes: 16 * CS });
+    const read = fresh.read.bind(fresh);
+    fresh.read = (id: Buffer) => {
+      asked.add(id.toString('hex'));
+      return read(id);
+    };
+    const reader = new FileData(index, fresh, { chunkSize: CS, bufferBytes: 4 * CS, idleCommitMs: 60_000, log: () => {} });
+    const out = Buffer.alloc(CS / 8);
+    reader.opened(ino);
+    // The head of the file, as a thumbnailer reads it: one chunk, nothing ahead.
+    await reader.read(ino, out, out.length, 0);
+    await reader.read(ino, out, out.length, out.length);
+    expect(asked.size).toBe(1);
+    // Carry on sequentially through two chunks: chunks beyond them are opened ahead.
+    for (let at = 2 * out.length; at < 2 * CS; at += out.length) await reader.read(ino, out, out.length, at);
+    expect(asked.size).toBeGreaterThanOrEqual(4);
+    expect(asked.size).toBeLessThanOrEqual(2 + 4);
+    // A random read far away starts no read-ahead of its own.
+    asked.clear();
+    await reader.read(ino, out, out.length, 10 * CS);
+    expect(asked.size).toBe(1);
+    await reader.closed(ino);
+  });
+
 });

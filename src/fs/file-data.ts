@@ -65,7 +65,7 @@ interface FileState {
 const GROWTH_STEP = 64 * 1024;
 /** Full-size chunk buffers kept for reuse. */
 const SPARE_BUFFERS = 8;
-/** Chunks opened ahead of a sequential reader. */
+/** Most chunks opened ahead of a sequential reader. */
 const PREFETCH_CHUNKS = 4;
 
 export class FileData {
@@ -79,7 +79,7 @@ export class FileData {
   private readonly now: () => number;
   private idleTimer: NodeJS.Timeout | undefined;
   /** Per file being read: where a sequential reader reads next, and the chunks already asked ahead for. */
-  private readonly readers = new Map<number, { nextPosition: number; aheadTo: number }>();
+  private readonly readers = new Map<number, { nextPosition: number; runBytes: number; aheadTo: number }>();
 
   constructor(
     private readonly index: VaultIndex,
@@ -427,30 +427,33 @@ export class FileData {
 
   /**
    * A sequential reader has the next chunks opened (read from disk or the remote, and
-   * decrypted) while it works on this one; random reads fetch only what they touch.
+   * decrypted) while it works on this one. The window grows with the run of sequential
+   * bytes, like the kernel's read-ahead: a program that reads only a file's head (a
+   * thumbnailer, `file`) fetches nothing extra, and random reads fetch only what they touch.
    */
   private readAhead(ino: number, position: number, end: number): void {
     const cs = this.options.chunkSize;
     let reader = this.readers.get(ino);
-    const sequential = reader !== undefined && reader.nextPosition === position;
     if (!reader) {
       if (this.readers.size >= 1024) this.readers.clear();
-      reader = { nextPosition: end, aheadTo: 0 };
+      reader = { nextPosition: -1, runBytes: 0, aheadTo: 0 };
       this.readers.set(ino, reader);
     }
-    reader.nextPosition = end;
-    if (!sequential) {
+    if (reader.nextPosition === position) reader.runBytes += end - position;
+    else {
+      reader.runBytes = end - position;
       reader.aheadTo = 0;
-      return;
     }
-    const from = Math.max(Math.floor(end / cs) + 1, reader.aheadTo);
-    const to = Math.floor(end / cs) + 1 + PREFETCH_CHUNKS;
-    for (let idx = from; idx < to; idx++) {
+    reader.nextPosition = end;
+    if (reader.runBytes < cs / 2) return;
+    const window = Math.min(PREFETCH_CHUNKS, 1 + Math.floor(reader.runBytes / cs));
+    const next = Math.floor(Math.max(end - 1, 0) / cs) + 1;
+    for (let idx = Math.max(next, reader.aheadTo); idx < next + window; idx++) {
       const id = this.index.chunkAt(ino, idx);
       if (!id) break;
       this.store.read(id).catch(() => {});
+      reader.aheadTo = idx + 1;
     }
-    reader.aheadTo = Math.max(reader.aheadTo, to);
   }
 
   /** Waits, outside any file lock, until buffers fit the memory bound again. */
