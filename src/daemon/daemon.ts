@@ -22,6 +22,7 @@ import { openConfiguredBackend } from '../vault/config.js';
 import type { UnlockedVault } from '../vault/vault.js';
 import { serveControl, type ControlRequest } from './control.js';
 import { removeDaemonInfo, writeDaemonInfo, type DaemonInfo } from './registry.js';
+import type { LogFn } from '../logging.js';
 import type { Logger } from './log.js';
 
 export interface DaemonOptions {
@@ -96,7 +97,7 @@ async function refuseRolledBackRemote(syncer: Syncer, log: Logger, timeoutMs: nu
     await syncer.checkRemote(AbortSignal.timeout(timeoutMs));
   } catch (err) {
     if (isCofferError(err, 'REMOTE_ROLLBACK')) throw err;
-    log.warn(`the remote could not be checked now; working offline until it answers: ${(err as Error).message}`, err);
+    log.warn(`the remote could not be checked now; working offline until it answers: ${(err as Error).message}`, { err });
   }
 }
 
@@ -111,7 +112,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   if (!mountStat.isDirectory()) throw new CofferError('BAD_ARGUMENT', `mountpoint ${mountpoint} is not a directory`);
   if (await findMount(mountpoint)) {
     if (await isStaleMount(mountpoint)) {
-      log.warn(`cleaning a stale mount left at ${mountpoint}`);
+      log.warn(`cleaning a stale mount left at ${mountpoint}`, { mountpoint });
       await forceUnmount(mountpoint);
     } else {
       throw new CofferError('ALREADY_MOUNTED', `${mountpoint} is already a mountpoint`);
@@ -145,7 +146,8 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
 
   const config = vault.config;
   const backend = openConfiguredBackend(config);
-  const logFn = (message: string, err?: unknown) => log.error(message, err);
+  // The layers below report only what went wrong; each line says which chunk, inode or path.
+  const logFn: LogFn = (message, fields) => log.error(message, fields);
   const store = new ChunkStore({
     dir: paths.cache,
     chunkSize: vault.header.chunkSize,
@@ -169,7 +171,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     uid: process.getuid?.() ?? 0,
     gid: process.getgid?.() ?? 0,
   });
-  const collector = new ChunkCollector(index, store, logFn);
+  const collector = new ChunkCollector(index, store, log);
   const syncer = new Syncer({
     index,
     store,
@@ -178,7 +180,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     chunkSize: vault.header.chunkSize,
     stateDir: paths.state,
     concurrency: config.uploadConcurrency,
-    log: (message, err) => log.warn(message, err),
+    log,
   });
 
   let session: FuseSession | undefined;
@@ -195,9 +197,9 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     shuttingDown ??= (async () => {
       log.info(`shutting down: ${reason}`);
       clearInterval(watcher);
-      await data.flushAll().catch((err) => log.error(`committing buffers before unmount: ${(err as Error).message}`, err));
-      if (session) await session.unmount().catch((err) => log.error(`unmounting ${mountpoint}: ${(err as Error).message}`, err));
-      await data.flushAll().catch((err) => log.error(`committing buffers after unmount: ${(err as Error).message}`, err));
+      await data.flushAll().catch((err) => log.error(`committing buffers before unmount: ${(err as Error).message}`, { err }));
+      if (session) await session.unmount().catch((err) => log.error(`unmounting ${mountpoint}: ${(err as Error).message}`, { err, mountpoint }));
+      await data.flushAll().catch((err) => log.error(`committing buffers after unmount: ${(err as Error).message}`, { err }));
       data.stopIdleCommits();
       await scanning?.catch(() => {});
       await collector.stop();
@@ -258,7 +260,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
       // link count goes stale when another name of the same file changes: always ask.
       extraOptions: ['attr_timeout=0'],
       timeoutMs: 60_000,
-      log: (message, err) => log.error(message, err),
+      log: logFn,
     });
     data.startIdleCommits();
     collector.start();
@@ -270,7 +272,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     );
     scanning = store.scanLocal().then(
       (ids) => collector.removeUnknown(ids),
-      (err) => log.warn(`scanning the chunk cache: ${(err as Error).message}`, err),
+      (err) => log.warn(`scanning the chunk cache: ${(err as Error).message}`, { err }),
     );
     control = await serveControl(paths.socket, handle);
     info = { pid: process.pid, vault: paths.dir, mountpoint, socket: paths.socket, startedAt: new Date().toISOString() };
@@ -287,17 +289,34 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   }, 2000);
   watcher.unref();
   // A bug in a background task must not take the mount down with it: log it and carry on.
-  const onRejection = (reason: unknown) => log.error(`unhandled failure in a background task: ${(reason as Error)?.stack ?? String(reason)}`);
+  const onRejection = (reason: unknown) =>
+    log.error(`unhandled failure in a background task: ${(reason as Error)?.message ?? String(reason)}`, { err: reason });
   process.on('unhandledRejection', onRejection);
+  // What nothing caught ends the process: the log must say why before it goes (the mount is
+  // left stale; the next mount or unmount cleans it).
+  const onFatal = (err: unknown) => {
+    log.fatal(`the daemon stopped on an uncaught error: ${(err as Error)?.message ?? String(err)}`, { err });
+    process.exit(1);
+  };
+  process.on('uncaughtException', onFatal);
   const onSignal = (signal: NodeJS.Signals) => void shutdown(`received ${signal}`);
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
   process.on('SIGHUP', () => {});
 
-  log.info(`mounted ${paths.dir} at ${mountpoint} (remote ${backend.description})`);
+  log.info(`mounted ${paths.dir} at ${mountpoint} (remote ${backend.description})`, { vault: paths.dir, mountpoint });
+  log.debug('settings', {
+    cacheSize: config.cacheSize,
+    bufferSize: config.bufferSize,
+    memoryCacheSize: config.memoryCacheSize,
+    remoteReadTimeoutMs: config.remoteReadTimeoutMs,
+    uploadConcurrency: config.uploadConcurrency,
+    logLevel: log.level,
+  });
   options.onReady?.();
   await done;
   process.off('unhandledRejection', onRejection);
+  process.off('uncaughtException', onFatal);
   process.off('SIGTERM', onSignal);
   process.off('SIGINT', onSignal);
 }

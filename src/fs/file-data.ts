@@ -22,6 +22,7 @@ import type { ChunkStore } from '../chunks/chunk-store.js';
 import { KeyedLock } from '../chunks/keyed-lock.js';
 import type { VaultIndex } from '../index/vault-index.js';
 import { AuthenticationError, FormatError } from '../errors.js';
+import type { LogFn } from '../logging.js';
 
 export interface FileDataOptions {
   chunkSize: number;
@@ -29,7 +30,7 @@ export interface FileDataOptions {
   bufferBytes: number;
   /** A buffer left untouched this long is committed even while the file stays open. */
   idleCommitMs: number;
-  log: (message: string, err?: unknown) => void;
+  log: LogFn;
   now?: () => number;
 }
 
@@ -353,7 +354,7 @@ export class FileData {
           this.bufferedBytes += chunk.buf.length;
         }
         if (st.error === undefined) st.error = err;
-        this.options.log(`inode ${st.ino}: committing chunk index ${idx} failed: ${(err as Error).message}`, err);
+        this.options.log(`inode ${st.ino}: committing chunk index ${idx} failed: ${(err as Error).message}`, { ino: st.ino, index: idx, err });
       } finally {
         if (st.inflight.get(idx) === entry) st.inflight.delete(idx);
         this.bufferedBytes -= chunk.buf.length;
@@ -399,7 +400,7 @@ export class FileData {
       return await this.store.read(id);
     } catch (err) {
       if (err instanceof AuthenticationError || err instanceof FormatError) {
-        this.options.log(`inode ${ino} chunk index ${idx}: ${err.message}`, err);
+        this.options.log(`inode ${ino} chunk index ${idx}: ${err.message}`, { ino, index: idx, chunk: id.toString('hex'), err });
         throw new FsError('EIO', err.message);
       }
       throw err;

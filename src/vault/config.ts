@@ -7,6 +7,7 @@ import { CofferError } from '../errors.js';
 import type { RemoteBackend } from '../remote/backend.js';
 import { FaultyBackend, parseFaultPlan } from '../remote/faulty-backend.js';
 import { openBackend } from '../remote/open-backend.js';
+import { isLogLevel, LOG_LEVELS, type LogLevel } from '../logging.js';
 import type { VaultPaths } from './layout.js';
 
 export interface VaultConfig {
@@ -25,6 +26,10 @@ export interface VaultConfig {
   /** How long a read waits for the remote before failing with EIO. */
   remoteReadTimeoutMs: number;
   uploadConcurrency: number;
+  /** Least important daemon log lines written: debug, info, warn or error. */
+  logLevel: LogLevel;
+  /** The daemon log is rotated when it reaches this many bytes (three old files are kept). */
+  logMaxSize: number;
 }
 
 const MiB = 1024 * 1024;
@@ -37,10 +42,15 @@ export const DEFAULT_CONFIG: Omit<VaultConfig, 'remote'> = {
   memoryCacheSize: 64 * MiB,
   remoteReadTimeoutMs: 8000,
   uploadConcurrency: 4,
+  logLevel: 'info',
+  logMaxSize: 10 * MiB,
 };
 
 /** Settings a command line may override for one run. */
-export type ConfigOverrides = Partial<Pick<VaultConfig, 'cacheSize' | 's3Endpoint' | 's3Region'>>;
+export type ConfigOverrides = Partial<Pick<VaultConfig, 'cacheSize' | 's3Endpoint' | 's3Region' | 'logLevel'>>;
+
+/** Settings that are sizes: the file may hold a number of bytes or a size such as "10M". */
+const SIZE_KEYS = ['cacheSize', 'bufferSize', 'memoryCacheSize', 'logMaxSize'] as const;
 
 export async function readConfig(paths: VaultPaths): Promise<VaultConfig> {
   let raw: Partial<VaultConfig>;
@@ -52,7 +62,22 @@ export async function readConfig(paths: VaultPaths): Promise<VaultConfig> {
   if (raw.version !== 1 || typeof raw.remote !== 'string') {
     throw new CofferError('CORRUPT_FORMAT', `${paths.config} is not a Coffer vault config (version 1 with a remote)`);
   }
-  return { ...DEFAULT_CONFIG, ...raw } as VaultConfig;
+  const config = { ...DEFAULT_CONFIG, ...raw } as VaultConfig;
+  for (const key of SIZE_KEYS) {
+    const value: unknown = config[key];
+    const bytes = typeof value === 'string' ? parseSizeOrUndefined(value) : value;
+    if (typeof bytes !== 'number' || !Number.isSafeInteger(bytes) || bytes < 0) {
+      throw new CofferError(
+        'CORRUPT_FORMAT',
+        `${paths.config}: ${key} must be a size such as 10M or a number of bytes, not ${JSON.stringify(value)}; fix or remove it`,
+      );
+    }
+    config[key] = bytes;
+  }
+  if (!isLogLevel(config.logLevel)) {
+    throw new CofferError('CORRUPT_FORMAT', `${paths.config}: logLevel must be one of ${LOG_LEVELS.join(', ')}, not ${JSON.stringify(config.logLevel)}; fix or remove it`);
+  }
+  return config;
 }
 
 export async function writeConfig(paths: VaultPaths, config: VaultConfig): Promise<void> {
@@ -85,4 +110,12 @@ export function parseSize(text: string): number {
   if (!match) throw new CofferError('BAD_ARGUMENT', `not a size: ${JSON.stringify(text)} (examples: 512M, 10G, 1T)`);
   const unit = { '': 1, k: 1024, m: MiB, g: GiB, t: 1024 * GiB }[match[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
   return Math.floor(Number(match[1]) * unit);
+}
+
+function parseSizeOrUndefined(text: string): number | undefined {
+  try {
+    return parseSize(text);
+  } catch {
+    return undefined;
+  }
 }

@@ -5,8 +5,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CofferError, type CofferErrorCode } from '../../errors.js';
 import { runDaemon } from '../../daemon/daemon.js';
-import { createLogger } from '../../daemon/log.js';
-import type { StartRequest } from '../../daemon/main.js';
+import { openDaemonLog, type StartRequest } from '../../daemon/main.js';
 import { withOverrides, type ConfigOverrides } from '../../vault/config.js';
 import { readVaultHeaderRaw, unlockVault } from '../../vault/vault.js';
 import { formatBytes } from '../format.js';
@@ -43,7 +42,7 @@ export async function mountCommand(args: MountArgs): Promise<void> {
 
   if (args.foreground) {
     vault.config = withOverrides(vault.config, args.overrides);
-    const log = createLogger(vault.paths.log, true);
+    const log = openDaemonLog(vault.paths, vault.config, true);
     try {
       await runDaemon({
         vault,
