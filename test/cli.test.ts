@@ -222,7 +222,7 @@ describe('coffer logs', () => {
     for (const f of files.filter((f) => f.startsWith('daemon.log.'))) expect(fs.statSync(join(ws.vault, 'logs', f)).size).toBeLessThan(8192);
   });
 
-  it('refuses a config with a bad log level or size, naming the file and the key', async () => {
+  it('refuses a config with a bad log level, size or limit, naming the file and the key', async () => {
     const { ws } = await vault();
     ws.editConfig({ logLevel: 'loud' });
     const level = await coffer(['mount', ws.vault, ws.mnt]);
@@ -232,6 +232,10 @@ describe('coffer logs', () => {
     const size = await coffer(['mount', ws.vault, ws.mnt]);
     expect(size.code).toBe(1);
     expect(size.stderr).toMatch(/logMaxSize must be a size such as 10M or a number of bytes, not "big"/);
+    ws.editConfig({ logMaxSize: '1M', uploadLimit: 'fast' });
+    const limit = await coffer(['mount', ws.vault, ws.mnt]);
+    expect(limit.code).toBe(1);
+    expect(limit.stderr).toMatch(/uploadLimit must be a size such as 10M .* per second \(0 for no limit\), not "fast"/);
     const flag = await coffer(['mount', ws.vault, ws.mnt, '--log-level', 'loud']);
     expect(flag.code).toBe(2);
     expect(flag.stderr).toMatch(/log-level/);
@@ -246,7 +250,7 @@ describe('help and completion', () => {
       expect(help.stdout, command).toMatch(/Examples:/);
     }
     const mount = (await cofferOk(['mount', '--help'])).stdout;
-    for (const flag of ['--log-level', '--cache-size', '--foreground']) expect(mount, flag).toContain(flag);
+    for (const flag of ['--log-level', '--upload-limit', '--download-limit', '--cache-size', '--foreground']) expect(mount, flag).toContain(flag);
     const logs = (await cofferOk(['logs', '--help'])).stdout;
     for (const flag of ['--json', '--lines', '--follow']) expect(logs, flag).toContain(flag);
     const completion = await cofferOk(['completion']);

@@ -66,8 +66,10 @@ async function main(): Promise<void> {
           .option('foreground', { type: 'boolean', default: false, describe: 'keep the daemon attached to this terminal (for systemd and debugging)' })
           .option('cache-size', { type: 'string', describe: 'local cache limit for this mount, e.g. 10G' })
           .option('log-level', { type: 'string', choices: LOG_LEVELS, describe: 'least important daemon log lines kept (else the config\'s logLevel, else info)' })
+          .option('upload-limit', { type: 'string', describe: 'bytes per second sent to the remote, e.g. 2M; 0 for no limit (else the config\'s uploadLimit)' })
+          .option('download-limit', { type: 'string', describe: 'bytes per second taken from the remote, e.g. 10M; 0 for no limit (else the config\'s downloadLimit)' })
           .example('$0 mount ~/vault ~/Coffer', 'mount in the background; returns once ~/Coffer is live')
-          .example('$0 mount ~/vault ~/Coffer --log-level debug', 'also log each upload and publish'),
+          .example('$0 mount ~/vault ~/Coffer --upload-limit 1M --log-level debug', 'send at most 1 MiB/s, and log each upload'),
       (argv) =>
         mountCommand({
           vault: argv['vault-dir'],
@@ -77,6 +79,8 @@ async function main(): Promise<void> {
           overrides: {
             cacheSize: size(argv['cache-size']),
             logLevel: argv['log-level'] as LogLevel | undefined,
+            uploadLimit: size(argv['upload-limit']),
+            downloadLimit: size(argv['download-limit']),
           },
         }),
     )

@@ -12,7 +12,7 @@ import { CofferError, RemoteError, isCofferError } from '../errors.js';
 import { ChunkStore } from '../chunks/chunk-store.js';
 import { ChunkCollector } from '../chunks/collector.js';
 import { VaultIndex, type IndexCounts } from '../index/vault-index.js';
-import { FileData } from '../fs/file-data.js';
+import { FileData, PREFETCH_CHUNKS } from '../fs/file-data.js';
 import { Filesystem } from '../fs/filesystem.js';
 import { mountFuse, type FuseSession } from '../fs/fuse.js';
 import { findMount, isStaleMount, forceUnmount } from '../fs/mountinfo.js';
@@ -146,6 +146,11 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
 
   const config = vault.config;
   const backend = openConfiguredBackend(config);
+  // remoteReadTimeoutMs bounds how long a read waits for the remote, not for our own bandwidth
+  // limit: a read may queue behind the chunks read-ahead fetched just before it.
+  const throttleAllowanceMs =
+    config.downloadLimit > 0 ? Math.ceil((((1 + PREFETCH_CHUNKS) * (vault.header.chunkSize + 4096)) / config.downloadLimit) * 1000) : 0;
+  const readTimeoutMs = config.remoteReadTimeoutMs + throttleAllowanceMs;
   // The layers below report only what went wrong; each line says which chunk, inode or path.
   const logFn: LogFn = (message, fields) => log.error(message, fields);
   const store = new ChunkStore({
@@ -157,7 +162,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     cacheLimitBytes: config.cacheSize,
     canEvict: (id) => index.chunkInfo(id)?.uploaded === true,
     log: logFn,
-    fetchRemote: (id) => fetchChunk(backend, id, config.remoteReadTimeoutMs),
+    fetchRemote: (id) => fetchChunk(backend, id, readTimeoutMs),
   });
   const data = new FileData(index, store, {
     chunkSize: vault.header.chunkSize,

@@ -60,7 +60,7 @@ interface FileState {
 
 const GROWTH_STEP = 64 * 1024;
 /** Chunks read ahead of a sequential reader. */
-const PREFETCH_CHUNKS = 4;
+export const PREFETCH_CHUNKS = 4;
 
 export class FileData {
   private readonly files = new Map<number, FileState>();

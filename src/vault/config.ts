@@ -7,6 +7,7 @@ import { CofferError } from '../errors.js';
 import type { RemoteBackend } from '../remote/backend.js';
 import { FaultyBackend, parseFaultPlan } from '../remote/faulty-backend.js';
 import { openBackend } from '../remote/open-backend.js';
+import { RateLimitedBackend } from '../remote/rate-limited-backend.js';
 import { isLogLevel, LOG_LEVELS, type LogLevel } from '../logging.js';
 import type { VaultPaths } from './layout.js';
 
@@ -30,6 +31,10 @@ export interface VaultConfig {
   logLevel: LogLevel;
   /** The daemon log is rotated when it reaches this many bytes (three old files are kept). */
   logMaxSize: number;
+  /** Bytes per second sent to the remote; 0 is no limit. */
+  uploadLimit: number;
+  /** Bytes per second taken from the remote; 0 is no limit. */
+  downloadLimit: number;
 }
 
 const MiB = 1024 * 1024;
@@ -44,13 +49,15 @@ export const DEFAULT_CONFIG: Omit<VaultConfig, 'remote'> = {
   uploadConcurrency: 4,
   logLevel: 'info',
   logMaxSize: 10 * MiB,
+  uploadLimit: 0,
+  downloadLimit: 0,
 };
 
 /** Settings a command line may override for one run. */
-export type ConfigOverrides = Partial<Pick<VaultConfig, 'cacheSize' | 's3Endpoint' | 's3Region' | 'logLevel'>>;
+export type ConfigOverrides = Partial<Pick<VaultConfig, 'cacheSize' | 's3Endpoint' | 's3Region' | 'logLevel' | 'uploadLimit' | 'downloadLimit'>>;
 
 /** Settings that are sizes: the file may hold a number of bytes or a size such as "10M". */
-const SIZE_KEYS = ['cacheSize', 'bufferSize', 'memoryCacheSize', 'logMaxSize'] as const;
+const SIZE_KEYS = ['cacheSize', 'bufferSize', 'memoryCacheSize', 'logMaxSize', 'uploadLimit', 'downloadLimit'] as const;
 
 export async function readConfig(paths: VaultPaths): Promise<VaultConfig> {
   let raw: Partial<VaultConfig>;
@@ -69,7 +76,7 @@ export async function readConfig(paths: VaultPaths): Promise<VaultConfig> {
     if (typeof bytes !== 'number' || !Number.isSafeInteger(bytes) || bytes < 0) {
       throw new CofferError(
         'CORRUPT_FORMAT',
-        `${paths.config}: ${key} must be a size such as 10M or a number of bytes, not ${JSON.stringify(value)}; fix or remove it`,
+        `${paths.config}: ${key} must be a size such as 10M or a number of bytes${key.endsWith('Limit') ? ' per second (0 for no limit)' : ''}, not ${JSON.stringify(value)}; fix or remove it`,
       );
     }
     config[key] = bytes;
@@ -95,12 +102,24 @@ export function withOverrides(config: VaultConfig, overrides: ConfigOverrides = 
  * and manual runs; the daemon inherits it from the `coffer mount` that starts it. An empty
  * value counts as unset, so `COFFER_FAULTS= coffer mount` turns faults off.
  */
-export function openConfiguredBackend(config: Pick<VaultConfig, 'remote' | 's3Endpoint' | 's3Region'>): RemoteBackend {
+export function openConfiguredBackend(
+  config: Pick<VaultConfig, 'remote' | 's3Endpoint' | 's3Region'> & Partial<Pick<VaultConfig, 'uploadLimit' | 'downloadLimit'>>,
+): RemoteBackend {
   const faults = process.env.COFFER_FAULTS?.trim() ? parseFaultPlan(process.env.COFFER_FAULTS) : undefined;
+  const uploadLimit = config.uploadLimit ?? 0;
+  const downloadLimit = config.downloadLimit ?? 0;
+  const limited = uploadLimit > 0 || downloadLimit > 0;
   return openBackend(config.remote, {
     s3Endpoint: config.s3Endpoint,
     s3Region: config.s3Region,
-    wrap: faults && ((backend) => new FaultyBackend(backend, faults)),
+    // Beneath the retries (every attempt spends bandwidth), above the faults (which stand for the network).
+    wrap:
+      faults || limited
+        ? (backend) => {
+            const network = faults ? new FaultyBackend(backend, faults) : backend;
+            return limited ? new RateLimitedBackend(network, { uploadBytesPerSecond: uploadLimit, downloadBytesPerSecond: downloadLimit }) : network;
+          }
+        : undefined,
   });
 }
 
