@@ -9,10 +9,12 @@
  * is written on `close()` (shutdown), synchronously by `fatal()` (the process is going down),
  * and by pino's own exit hook if the process exits some other way.
  *
- * Bounded size: when the file passes `maxBytes` (default 10 MiB) it is renamed to
- * `daemon.log.1` (`.1` to `.2`, … the oldest of `keep` old files is replaced) and a new
- * `daemon.log` is opened — all with asynchronous renames and sonic-boom's `reopen()`, so the
- * FUSE thread never waits for them; lines logged meanwhile still land in the old file. This is
+ * Bounded size: when the file passes `maxBytes` (default 10 MiB) it is renamed aside and a new
+ * `daemon.log` is opened; the old one becomes `daemon.log.1` (`.1` becomes `.2`, … the oldest
+ * of `keep` old files is replaced). All of it is asynchronous renames and sonic-boom's
+ * `reopen()`, so the FUSE thread never waits for them. A file can end past `maxBytes` by one
+ * write batch (sonic-boom writes at most 16 KiB at once) and the lines logged during the first
+ * rename, which still land in it. For a moment the old file is `daemon.log.0`. This is
  * a few lines of our own rather than pino-roll: pino-roll names files `daemon.1.log`,
  * `daemon.2.log`, … with a growing number and the newest one moving, whereas a fixed current
  * file keeps `<vault>/logs/daemon.log` meaningful for people, for `tail -f`, and for the
@@ -138,24 +140,27 @@ export class RotatingFile {
     if (this.rotation || this.closing) return;
     this.rotation = (async () => {
       try {
-        if (this.keep <= 0) {
-          await unlink(this.path);
-        } else {
-          for (let n = this.keep - 1; n >= 1; n--) {
-            await rename(`${this.path}.${n}`, `${this.path}.${n + 1}`).catch((err: NodeJS.ErrnoException) => {
-              if (err.code !== 'ENOENT') throw err;
-            });
-          }
-          await rename(this.path, `${this.path}.1`);
+        // The current file steps aside first (as `.0`) and a new one opens at once, so lines
+        // logged meanwhile land in the old file for one rename only; then the rest shift.
+        // (A file someone deleted is simply opened anew.)
+        await (this.keep <= 0 ? unlink(this.path) : rename(this.path, `${this.path}.0`)).catch((err: NodeJS.ErrnoException) => {
+          if (err.code !== 'ENOENT') throw err;
+        });
+        if (!this.closing && !isDestroyed(this.dest)) {
+          const ready = opened(this.dest);
+          this.dest.reopen();
+          await ready;
+          this.bytes = 0; // counted from here: what the new file received
         }
-        if (this.closing || isDestroyed(this.dest)) return;
-        const ready = opened(this.dest);
-        this.dest.reopen();
-        await ready;
+        for (let n = this.keep - 1; n >= 0; n--) {
+          await rename(`${this.path}.${n}`, `${this.path}.${n + 1}`).catch((err: NodeJS.ErrnoException) => {
+            if (err.code !== 'ENOENT') throw err;
+          });
+        }
       } catch {
-        // The next maxBytes of lines go on in the old file, and then it is tried again.
-      } finally {
+        // The next maxBytes of lines go on where they go, and then it is tried again.
         this.bytes = 0;
+      } finally {
         this.rotation = undefined;
       }
     })();

@@ -55,14 +55,14 @@ export async function logsCommand(args: LogsArgs): Promise<void> {
   if (args.follow) await follow(path, followed, emit);
 }
 
-/** The current log and its rotated files, newest first: daemon.log, daemon.log.1, daemon.log.2, … */
+/** The current log and its rotated files, newest first: daemon.log, (daemon.log.0,) daemon.log.1, daemon.log.2, … */
 async function logFiles(path: string): Promise<string[]> {
   const dir = dirname(path);
   const name = basename(path);
   const entries = await readdir(dir).catch(() => [] as string[]);
   const rotated = entries
     .map((entry) => ({ entry, n: entry.startsWith(`${name}.`) ? Number(entry.slice(name.length + 1)) : NaN }))
-    .filter(({ n }) => Number.isSafeInteger(n) && n > 0)
+    .filter(({ n }) => Number.isSafeInteger(n) && n >= 0) // .0 is the current file during a rotation
     .sort((a, b) => a.n - b.n)
     .map(({ entry }) => join(dir, entry));
   return [...(entries.includes(name) ? [path] : []), ...rotated];
