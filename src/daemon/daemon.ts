@@ -316,6 +316,9 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     memoryCacheSize: config.memoryCacheSize,
     remoteReadTimeoutMs: config.remoteReadTimeoutMs,
     uploadConcurrency: config.uploadConcurrency,
+    uploadLimit: config.uploadLimit,
+    downloadLimit: config.downloadLimit,
+    readTimeoutMs,
     logLevel: log.level,
   });
   options.onReady?.();

@@ -104,9 +104,9 @@ async function startBackgroundDaemon(request: StartRequest, logPath: string): Pr
   if (outcome !== 'ready') {
     if (outcome.startsWith('error ')) {
       const { code, message } = JSON.parse(outcome.slice(6)) as { code: CofferErrorCode; message: string };
-      throw new CofferError(code, code === 'DAEMON_FAILED' || /libfuse/.test(message) ? `${message} (details in ${logPath})` : message);
+      throw new CofferError(code, code === 'DAEMON_FAILED' || /libfuse/.test(message) ? `${message} (details: coffer logs ${request.vault})` : message);
     }
-    throw new CofferError('DAEMON_FAILED', `the daemon stopped before the mount was ready; see ${logPath}`);
+    throw new CofferError('DAEMON_FAILED', `the daemon stopped before the mount was ready; see what it logged with: coffer logs ${request.vault}`);
   }
   child.unref();
 }
