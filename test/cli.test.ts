@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CLI, coffer, cofferOk, PASSPHRASE, Workspace } from './helpers/drive.js';
+import { CLI, coffer, cofferOk, PASSPHRASE, readLogEntries, Workspace } from './helpers/drive.js';
 import { findMount } from '../src/fs/mountinfo.js';
 
 const workspaces: Workspace[] = [];
@@ -169,7 +169,9 @@ describe('coffer ls-mounts, logs and status --watch', () => {
     const { ws } = await vault();
     await ws.mount();
     const logs = await cofferOk(['logs', ws.vault, '-n', '5']);
-    expect(logs.stdout).toMatch(/INFO .* mounted /);
+    expect(logs.stdout).toMatch(/^\S+Z INFO  \[\d+\] mounted /m);
+    // The file itself holds JSON lines.
+    expect(readLogEntries(ws.log).find((e) => /^mounted /.test(e.msg ?? ''))).toMatchObject({ level: 'info', mountpoint: ws.mnt, vault: ws.vault });
     const watcher = spawn(process.execPath, [CLI, 'status', ws.mnt, '--watch', '--json'], { env: { ...process.env, COFFER_PASSPHRASE: PASSPHRASE } });
     let out = '';
     watcher.stdout.on('data', (d) => (out += d));
@@ -181,6 +183,130 @@ describe('coffer ls-mounts, logs and status --watch', () => {
   });
 });
 
+describe('coffer logs', () => {
+  const at = (second: number) => new Date(Date.UTC(2025, 0, 1, 0, 0, second)).toISOString();
+  const entry = (n: number, extra: Record<string, unknown> = {}) => JSON.stringify({ level: 'info', time: at(n), pid: 7, ...extra, msg: `line ${n}` }) + '\n';
+
+  async function until(what: string, check: () => boolean, ms = 10_000): Promise<void> {
+    for (const started = Date.now(); !check(); await new Promise((r) => setTimeout(r, 50))) {
+      if (Date.now() - started > ms) throw new Error(`timed out waiting for ${what}`);
+    }
+  }
+
+  it('reads rotated files in order, and prints lines for people or the raw JSON', async () => {
+    const { ws } = await vault();
+    const dir = join(ws.vault, 'logs');
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(join(dir, 'daemon.log.2'), entry(0) + entry(1) + entry(2));
+    fs.writeFileSync(join(dir, 'daemon.log.1'), entry(3) + entry(4) + entry(5) + 'a crash printed this\n');
+    fs.writeFileSync(join(dir, 'daemon.log'), entry(6) + entry(7, { level: 'error', op: 'read', path: '/a b', chunk: 'ab12', err: { type: 'Error', message: 'disk on fire', code: 'EIO' } }));
+
+    const three = (await cofferOk(['logs', ws.vault, '-n', '3'])).stdout.split('\n').filter(Boolean);
+    expect(three).toEqual([
+      'a crash printed this',
+      `${at(6)} INFO  [7] line 6`,
+      `${at(7)} ERROR [7] line 7  op=read path="/a b" chunk=ab12 err="disk on fire (EIO)"`,
+    ]);
+    const all = (await cofferOk(['logs', ws.vault, '--lines', '100'])).stdout.split('\n').filter(Boolean);
+    expect(all.map((l) => /line (\d)/.exec(l)?.[1] ?? l)).toEqual(['0', '1', '2', '3', '4', '5', 'a crash printed this', '6', '7']);
+    const json = (await cofferOk(['logs', ws.vault, '-n', '5', '--json'])).stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    expect(json.map((e) => e.msg ?? e.unstructured)).toEqual(['line 4', 'line 5', 'a crash printed this', 'line 6', 'line 7']);
+    expect(json[4]).toMatchObject({ level: 'error', chunk: 'ab12', err: { message: 'disk on fire' } });
+
+    const bad = await coffer(['logs', ws.vault, '-n', '-1']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--lines must be a whole number/);
+  });
+
+  it('follows the log across a rotation, missing nothing the daemon finished in the old file', async () => {
+    const { ws } = await vault();
+    const log = ws.log;
+    fs.mkdirSync(join(ws.vault, 'logs'), { recursive: true });
+    fs.writeFileSync(log, entry(0));
+    const child = spawn(process.execPath, [CLI, 'logs', ws.vault, '-f', '-n', '1']);
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    try {
+      await until('the first line', () => out.includes('line 0'));
+      fs.appendFileSync(log, entry(1));
+      fs.renameSync(log, `${log}.1`);
+      fs.appendFileSync(`${log}.1`, entry(2)); // written before the daemon reopened its file
+      fs.writeFileSync(log, entry(3));
+      await until('the lines around the rotation', () => out.includes('line 2') && out.includes('line 3'));
+      fs.appendFileSync(log, entry(4));
+      await until('a line in the new file', () => out.includes('line 4'));
+    } finally {
+      child.kill('SIGINT');
+    }
+    expect(out.split('\n').filter(Boolean).map((l) => /line (\d)/.exec(l)?.[1])).toEqual(['0', '1', '2', '3', '4']);
+  });
+
+  it('takes the level from the config and --log-level, and keeps a real daemon\'s log bounded', async () => {
+    const { ws } = await vault();
+    ws.editConfig({ logLevel: 'warn', logMaxSize: '4K' });
+    await ws.mount();
+    fs.writeFileSync(ws.path('quiet'), 'x');
+    await cofferOk(['sync', ws.mnt, '--wait']);
+    await ws.unmount();
+    expect(readLogEntries(ws.log).filter((e) => e.level === 'info' || e.level === 'debug')).toEqual([]);
+
+    await ws.mount(ws.mnt, undefined, ['--log-level', 'debug']);
+    const follower = spawn(process.execPath, [CLI, 'logs', ws.vault, '-f', '-n', '1', '--json']);
+    let followed = '';
+    follower.stdout.on('data', (d) => (followed += d));
+    const written = 40;
+    try {
+      await until('the follower to start', () => followed.includes('\n'));
+      for (let batch = 0; batch < 2; batch++) {
+        for (let i = 0; i < written / 2; i++) fs.writeFileSync(ws.path(`f${batch}-${i}`), randomBytes(5000));
+        await cofferOk(['sync', ws.mnt, '--wait']);
+      }
+      const uploads = (lines: string) =>
+        new Set(
+          lines
+            .split('\n')
+            .filter(Boolean)
+            .map((l) => JSON.parse(l))
+            .filter((e) => e.msg === 'uploaded chunk')
+            .map((e) => e.chunk),
+        );
+      // Each "uploaded chunk" line names its chunk: one per file.
+      const shown = (await cofferOk(['logs', ws.vault, '-n', '100000', '--json'])).stdout;
+      expect(uploads(shown).size).toBe(written);
+      const times = shown.split('\n').filter(Boolean).map((l) => JSON.parse(l).time as string);
+      expect([...times].sort()).toEqual(times);
+      await until('the follower to see every upload', () => uploads(followed).size === written);
+    } finally {
+      follower.kill('SIGINT');
+    }
+    await ws.unmount(); // no rotation under way
+    // Rotated at 4 KiB (plus at most a write batch and what was logged while renaming), three old files kept.
+    const files = fs.readdirSync(join(ws.vault, 'logs')).sort();
+    expect(files).toContain('daemon.log.1');
+    expect(files.filter((f) => /^daemon\.log\.\d+$/.test(f)).length).toBeLessThanOrEqual(3);
+    for (const f of files.filter((f) => f.startsWith('daemon.log.'))) expect(fs.statSync(join(ws.vault, 'logs', f)).size).toBeLessThan(4096 + 16 * 1024 + 4096);
+  });
+
+  it('refuses a config with a bad log level, size or limit, naming the file and the key', async () => {
+    const { ws } = await vault();
+    ws.editConfig({ logLevel: 'loud' });
+    const level = await coffer(['mount', ws.vault, ws.mnt]);
+    expect(level.code).toBe(1);
+    expect(level.stderr).toContain(`${ws.configPath}: logLevel must be one of debug, info, warn, error, not "loud"`);
+    ws.editConfig({ logLevel: 'info', logMaxSize: 'big' });
+    const size = await coffer(['mount', ws.vault, ws.mnt]);
+    expect(size.code).toBe(1);
+    expect(size.stderr).toMatch(/logMaxSize must be a size such as 10M or a number of bytes, not "big"/);
+    ws.editConfig({ logMaxSize: '1M', uploadLimit: 'fast' });
+    const limit = await coffer(['mount', ws.vault, ws.mnt]);
+    expect(limit.code).toBe(1);
+    expect(limit.stderr).toMatch(/uploadLimit must be a size such as 10M .* per second \(0 for no limit\), not "fast"/);
+    const flag = await coffer(['mount', ws.vault, ws.mnt, '--log-level', 'loud']);
+    expect(flag.code).toBe(2);
+    expect(flag.stderr).toMatch(/log-level/);
+  });
+});
+
 describe('help and completion', () => {
   it('gives every command help with an example, and prints a completion script', async () => {
     const commands = ['init', 'mount', 'unmount', 'status', 'sync', 'clone', 'fsck', 'rebuild-index', 'passwd', 'ls-mounts', 'logs', 'service', 'service install', 'service uninstall'];
@@ -188,6 +314,10 @@ describe('help and completion', () => {
       const help = await cofferOk([...command.split(' '), '--help']);
       expect(help.stdout, command).toMatch(/Examples:/);
     }
+    const mount = (await cofferOk(['mount', '--help'])).stdout;
+    for (const flag of ['--log-level', '--upload-limit', '--download-limit', '--cache-size', '--foreground']) expect(mount, flag).toContain(flag);
+    const logs = (await cofferOk(['logs', '--help'])).stdout;
+    for (const flag of ['--json', '--lines', '--follow']) expect(logs, flag).toContain(flag);
     const completion = await cofferOk(['completion']);
     expect(completion.stdout).toMatch(/complete -o/);
   });

@@ -30,6 +30,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Workspace, coffer, isMounted } from './helpers/drive.js';
+import { formatLogLine, parseLogLine } from '../src/daemon/log-format.js';
 import { Executor, FD_SLOTS, MiB, Mismatch, formatOps, runDifferential, stopXattrHelper, type Op, type RunStats } from './helpers/fs-model.js';
 
 const SEED = Number(process.env.COFFER_DIFF_SEED ?? 20_240_611);
@@ -226,11 +227,18 @@ async function minimise(ops: readonly Op[], deadline: number): Promise<{ ops: re
 
 /**
  * The workspace, log included, is removed after the file: keep what a failure needs. Routine
- * INFO lines (every remount logs three) are left out.
+ * INFO and DEBUG lines (every remount logs three) are left out.
  */
 function logComplaints(): string[] {
   try {
-    return fs.readFileSync(ws.log, 'utf8').split('\n').filter((line) => /^\S+ (WARN|ERROR) /.test(line));
+    return fs
+      .readFileSync(ws.log, 'utf8')
+      .split('\n')
+      .filter((line) => {
+        const level = parseLogLine(line)?.level;
+        return level === 'warn' || level === 'error' || level === 'fatal' || (line !== '' && level === undefined);
+      })
+      .map(formatLogLine);
   } catch (err) {
     return [`(unreadable: ${(err as Error).message})`];
   }
@@ -238,7 +246,7 @@ function logComplaints(): string[] {
 
 function logTail(lines: number): string {
   const wanted = logComplaints();
-  return wanted.length ? wanted.slice(-lines).join('\n') : '(nothing but INFO lines)';
+  return wanted.length ? wanted.slice(-lines).join('\n') : '(no warnings or errors)';
 }
 
 beforeAll(async () => {

@@ -7,7 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { coffer, cofferOk, isMounted, Workspace } from './helpers/drive.js';
+import { coffer, cofferOk, isMounted, readLogEntries, Workspace } from './helpers/drive.js';
 
 const workspaces: Workspace[] = [];
 async function workspace(): Promise<Workspace> {
@@ -159,6 +159,10 @@ describe('tampering and failures', () => {
     expect(fs.readFileSync(ws.path('bystander'), 'utf8')).toBe('fine');
     const chunkId = victim.split('/').pop()!;
     expect(fs.readFileSync(ws.log, 'utf8')).toContain(chunkId);
+    // Structured: an error line whose chunk field names it, with the inode and the chunk's index in the file.
+    const line = readLogEntries(ws.log).find((e) => e.level === 'error' && e.chunk === chunkId);
+    expect(line, 'an error line with chunk = the damaged chunk').toMatchObject({ index: 0, err: { type: 'AuthenticationError' } });
+    expect(typeof line!.ino).toBe('number');
   });
 
   it('refuses a wrong passphrase before mounting anything', async () => {
@@ -294,5 +298,9 @@ describe('command line', () => {
     await cofferOk(['unmount', ws.mnt]);
     expect(await exited).toBe(0);
     expect(stderr).toMatch(/Mounted/);
+    // The log goes to stderr too, as lines for people (the file keeps JSON).
+    expect(stderr).toMatch(/^\S+Z INFO  \[\d+\] mounted \S+ at /m);
+    expect(stderr).toMatch(/^\S+Z INFO  \[\d+\] unmounted /m);
+    expect(stderr).not.toMatch(/^\{/m);
   });
 });

@@ -19,7 +19,7 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { coffer, isMounted, Workspace, type CliResult } from './helpers/drive.js';
+import { coffer, isMounted, readLogEntries, Workspace, type CliResult } from './helpers/drive.js';
 
 const CHUNK = 1024 * 1024;
 /** Written to the vault config: short, so reads that must fail fail quickly. */
@@ -330,8 +330,8 @@ async function expectHealthy(drive: Drive): Promise<void> {
   const slow = drive.ops.filter((r) => r.ms > OP_BOUND_MS && !r.op.startsWith('coffer '));
   expect(slow, 'operations on the mount that blocked past their bound').toEqual([]);
   expect((await status(drive.ws.mnt)).pid, 'the daemon was replaced: it crashed').toBe(drive.pid);
-  const log = fs.readFileSync(drive.ws.log, 'utf8');
-  expect(log.split('\n').filter((line) => /unhandled|unexpected error|daemon failed|FATAL/i.test(line))).toEqual([]);
+  const entries = readLogEntries(drive.ws.log);
+  expect(entries.filter((e) => e.level === 'fatal' || /unhandled|unexpected error|daemon failed/i.test(e.msg ?? e.unstructured ?? ''))).toEqual([]);
 }
 
 /** Proves the remote alone holds every file: a clone on a "new machine" reads them all. */
@@ -407,7 +407,9 @@ describe('remote faults through a mounted drive', () => {
     // readBack already failed the test on any wrong byte; here: the cuts did reach the data path.
     expect(remoteReads.filter((r) => r === 'EIO').length).toBeGreaterThan(0);
     expect(faultStatus.uploadErrors).toEqual([]); // uploads were never touched
-    expect(fs.readFileSync(drive.ws.log, 'utf8')).toMatch(/failed authentication/);
+    const refused = readLogEntries(drive.ws.log).filter((e) => /failed authentication/.test(`${e.msg} ${(e.err as { message?: string } | undefined)?.message}`));
+    expect(refused.length).toBeGreaterThan(0);
+    expect(refused.every((e) => e.level === 'error' && typeof e.chunk === 'string'), 'each such line names its chunk').toBe(true);
     await expectHealthy(drive);
     console.log(`truncate: ${remoteReads.filter((r) => r === 'EIO').length}/${remoteReads.length} remote reads refused; ${summary(drive)}`);
   });

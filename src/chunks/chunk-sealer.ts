@@ -6,6 +6,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
+import type { LogFn } from '../logging.js';
 import { chunkId, type VaultKeys } from '../crypto/keys.js';
 import { ObjectType, sealObject, type ObjectContext } from '../crypto/objects.js';
 
@@ -83,7 +84,7 @@ export class WorkerSealer implements ChunkSealer {
   constructor(
     keys: SealerKeys,
     count = defaultSealWorkers(),
-    private readonly log: (message: string, err?: unknown) => void = () => {},
+    private readonly log: LogFn = () => {},
   ) {
     this.inline = new InlineSealer(keys);
     const workerData: SealWorkerData = {
@@ -141,7 +142,7 @@ export class WorkerSealer implements ChunkSealer {
     const index = this.workers.indexOf(pooled);
     if (index < 0) return;
     this.workers.splice(index, 1);
-    if (!this.broken) this.log(`chunk sealing worker stopped; sealing on the main thread from now on: ${err.message}`, err);
+    if (!this.broken) this.log(`chunk sealing worker stopped; sealing on the main thread from now on: ${err.message}`, { err });
     for (const [seq, waiter] of this.waiting) {
       if (waiter.worker !== pooled) continue;
       this.waiting.delete(seq);

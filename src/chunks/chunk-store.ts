@@ -12,6 +12,7 @@ import { mkdir, open, readdir, readFile, rename, stat, unlink, writeFile } from 
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { AuthenticationError } from '../errors.js';
+import type { LogFn } from '../logging.js';
 import { chunkIdMatches, type VaultKeys } from '../crypto/keys.js';
 import { ObjectType, openObject, type ObjectContext } from '../crypto/objects.js';
 import { InlineSealer, type ChunkSealer, type SealedChunk } from './chunk-sealer.js';
@@ -32,7 +33,7 @@ export interface ChunkStoreOptions {
   fetchRemote?: SealedChunkSource;
   /** Whether a chunk may leave the local cache (the remote has it). */
   canEvict?: (id: Buffer) => boolean;
-  log?: (message: string, err?: unknown) => void;
+  log?: LogFn;
   /** Where chunks are hashed and sealed; inline on the calling thread by default. */
   sealer?: ChunkSealer;
 }
@@ -127,7 +128,7 @@ export class ChunkStore {
     const limit = this.options.cacheLimitBytes;
     if (limit === undefined || this.localBytes <= limit || this.evicting) return;
     this.evicting = this.evict(limit)
-      .catch((err) => this.options.log?.(`evicting cached chunks: ${(err as Error).message}`, err))
+      .catch((err) => this.options.log?.(`evicting cached chunks: ${(err as Error).message}`, { err }))
       .finally(() => (this.evicting = undefined));
   }
 
@@ -251,7 +252,7 @@ export class ChunkStore {
           return { sealed, plaintext: this.openSealed(id, sealed) };
         } catch (err) {
           if (attempt >= REMOTE_FETCH_ATTEMPTS) throw err;
-          this.options.log?.(`chunk ${hex} from the remote did not authenticate; fetching it again`, err);
+          this.options.log?.(`chunk ${hex} from the remote did not authenticate; fetching it again`, { chunk: hex, err });
         }
       }
     } catch (err) {

@@ -6,6 +6,7 @@
  * stays), or the local file is gone before the writer stores it anew.
  */
 import type { VaultIndex } from '../index/vault-index.js';
+import type { Log } from '../logging.js';
 import type { ChunkStore } from './chunk-store.js';
 
 export class ChunkCollector {
@@ -15,7 +16,7 @@ export class ChunkCollector {
   constructor(
     private readonly index: VaultIndex,
     private readonly store: ChunkStore,
-    private readonly log: (message: string, err?: unknown) => void,
+    private readonly log: Log,
     private readonly graceMs = 5000,
   ) {}
 
@@ -42,7 +43,7 @@ export class ChunkCollector {
         }
       });
     }
-    if (removed > 0) this.log(`removed ${removed} cached chunks that no file references (left by an interrupted write)`);
+    if (removed > 0) this.log.info(`removed ${removed} cached chunks that no file references (left by an interrupted write)`);
     return removed;
   }
 
@@ -60,7 +61,7 @@ export class ChunkCollector {
         });
       }
     } catch (err) {
-      this.log(`collecting released chunks: ${(err as Error).message}`, err);
+      this.log.error(`collecting released chunks: ${(err as Error).message}`, { err });
     } finally {
       this.running = false;
     }

@@ -7,6 +7,7 @@ import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { CofferError } from '../errors.js';
 import { parseSize } from '../vault/config.js';
+import { LOG_LEVELS, type LogLevel } from '../logging.js';
 import { cloneCommand } from './commands/clone.js';
 import { fsckCommand } from './commands/fsck.js';
 import { initCommand } from './commands/init.js';
@@ -68,14 +69,23 @@ async function main(): Promise<void> {
           .positional('mountpoint', { type: 'string', demandOption: true, describe: 'an existing directory' })
           .option('foreground', { type: 'boolean', default: false, describe: 'keep the daemon attached to this terminal (for systemd and debugging)' })
           .option('cache-size', { type: 'string', describe: 'local cache limit for this mount, e.g. 10G' })
-          .example('$0 mount ~/vault ~/Coffer', 'mount in the background; returns once ~/Coffer is live'),
+          .option('log-level', { type: 'string', choices: LOG_LEVELS, describe: 'least important daemon log lines kept (else the config\'s logLevel, else info)' })
+          .option('upload-limit', { type: 'string', describe: 'bytes per second sent to the remote, e.g. 2M; 0 for no limit (else the config\'s uploadLimit)' })
+          .option('download-limit', { type: 'string', describe: 'bytes per second taken from the remote, e.g. 10M; 0 for no limit (else the config\'s downloadLimit)' })
+          .example('$0 mount ~/vault ~/Coffer', 'mount in the background; returns once ~/Coffer is live')
+          .example('$0 mount ~/vault ~/Coffer --upload-limit 1M --log-level debug', 'send at most 1 MiB/s, and log each upload'),
       (argv) =>
         mountCommand({
           vault: argv['vault-dir'],
           mountpoint: argv.mountpoint,
           foreground: argv.foreground,
           passphraseFile: argv['passphrase-file'],
-          overrides: { cacheSize: size(argv['cache-size']) },
+          overrides: {
+            cacheSize: size(argv['cache-size']),
+            logLevel: argv['log-level'] as LogLevel | undefined,
+            uploadLimit: size(argv['upload-limit']),
+            downloadLimit: size(argv['download-limit']),
+          },
         }),
     )
     .command(
@@ -175,10 +185,12 @@ async function main(): Promise<void> {
       (y) =>
         y
           .positional('target', { type: 'string', demandOption: true })
-          .option('lines', { alias: 'n', type: 'number', default: 50, describe: 'how many lines from the end' })
-          .option('follow', { alias: 'f', type: 'boolean', default: false, describe: 'keep printing new lines' })
-          .example('$0 logs ~/vault -f', ''),
-      (argv) => logsCommand({ target: argv.target, lines: argv.lines, follow: argv.follow }),
+          .option('lines', { alias: 'n', type: 'number', default: 50, describe: 'how many lines from the end (older rotated files are read when the current one has fewer)' })
+          .option('follow', { alias: 'f', type: 'boolean', default: false, describe: 'keep printing new lines, across rotations, until interrupted' })
+          .option('json', { type: 'boolean', default: false, describe: 'print the raw JSON lines (a line that is not JSON, e.g. what a crash printed, comes as {"unstructured": "..."})' })
+          .example('$0 logs ~/vault -f', 'the last 50 lines, then new ones as they come')
+          .example('$0 logs ~/Coffer -n 500 --json | jq \'select(.level == "error")\'', 'errors among the last 500 lines'),
+      (argv) => logsCommand({ target: argv.target, lines: argv.lines, follow: argv.follow, json: argv.json }),
     )
     .command('service', 'run a vault as a systemd user service that keeps it mounted', (y) =>
       y

@@ -14,7 +14,7 @@ import { ChunkStore } from '../chunks/chunk-store.js';
 import { WorkerSealer } from '../chunks/chunk-sealer.js';
 import { ChunkCollector } from '../chunks/collector.js';
 import { VaultIndex, type IndexCounts } from '../index/vault-index.js';
-import { FileData } from '../fs/file-data.js';
+import { FileData, PREFETCH_CHUNKS } from '../fs/file-data.js';
 import { Filesystem } from '../fs/filesystem.js';
 import { mountFuse, type FuseSession } from '../fs/fuse.js';
 import { findMount, isStaleMount, forceUnmount } from '../fs/mountinfo.js';
@@ -24,6 +24,7 @@ import { openConfiguredBackend, volumeName } from '../vault/config.js';
 import type { UnlockedVault } from '../vault/vault.js';
 import { serveControl, type ControlRequest } from './control.js';
 import { removeDaemonInfo, writeDaemonInfo, type DaemonInfo } from './registry.js';
+import type { LogFn } from '../logging.js';
 import type { Logger } from './log.js';
 
 export interface DaemonOptions {
@@ -110,7 +111,7 @@ async function refuseRolledBackRemote(syncer: Syncer, log: Logger, timeoutMs: nu
     await syncer.checkRemote(AbortSignal.timeout(timeoutMs));
   } catch (err) {
     if (isCofferError(err, 'REMOTE_ROLLBACK')) throw err;
-    log.warn(`the remote could not be checked now; working offline until it answers: ${(err as Error).message}`, err);
+    log.warn(`the remote could not be checked now; working offline until it answers: ${(err as Error).message}`, { err });
   }
 }
 
@@ -125,7 +126,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   if (!mountStat.isDirectory()) throw new CofferError('BAD_ARGUMENT', `mountpoint ${mountpoint} is not a directory`);
   if (await findMount(mountpoint)) {
     if (await isStaleMount(mountpoint)) {
-      log.warn(`cleaning a stale mount left at ${mountpoint}`);
+      log.warn(`cleaning a stale mount left at ${mountpoint}`, { mountpoint });
       await forceUnmount(mountpoint);
     } else {
       throw new CofferError('ALREADY_MOUNTED', `${mountpoint} is already a mountpoint`);
@@ -160,7 +161,13 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   const config = vault.config;
   const name = volumeName(config, paths);
   const backend = openConfiguredBackend(config);
-  const logFn = (message: string, err?: unknown) => log.error(message, err);
+  // remoteReadTimeoutMs bounds how long a read waits for the remote, not for our own bandwidth
+  // limit: a read may queue behind the chunks read-ahead fetched just before it.
+  const throttleAllowanceMs =
+    config.downloadLimit > 0 ? Math.ceil((((1 + PREFETCH_CHUNKS) * (vault.header.chunkSize + 4096)) / config.downloadLimit) * 1000) : 0;
+  const readTimeoutMs = config.remoteReadTimeoutMs + throttleAllowanceMs;
+  // The layers below report only what went wrong; each line says which chunk, inode or path.
+  const logFn: LogFn = (message, fields) => log.error(message, fields);
   const sealer = new WorkerSealer({ keys: vault.keys, context: vault.dataContext, chunkSize: vault.header.chunkSize }, undefined, logFn);
   const store = new ChunkStore({
     sealer,
@@ -172,7 +179,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     cacheLimitBytes: config.cacheSize,
     canEvict: (id) => index.chunkInfo(id)?.uploaded === true,
     log: logFn,
-    fetchRemote: (id) => fetchChunk(backend, id, config.remoteReadTimeoutMs),
+    fetchRemote: (id) => fetchChunk(backend, id, readTimeoutMs),
   });
   const data = new FileData(index, store, {
     chunkSize: vault.header.chunkSize,
@@ -186,7 +193,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     uid: process.getuid?.() ?? 0,
     gid: process.getgid?.() ?? 0,
   });
-  const collector = new ChunkCollector(index, store, logFn);
+  const collector = new ChunkCollector(index, store, log);
   const syncer = new Syncer({
     index,
     store,
@@ -195,7 +202,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     chunkSize: vault.header.chunkSize,
     stateDir: paths.state,
     concurrency: config.uploadConcurrency,
-    log: (message, err) => log.warn(message, err),
+    log,
   });
 
   let session: FuseSession | undefined;
@@ -237,14 +244,14 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     shuttingDown ??= (async () => {
       log.info(`shutting down: ${reason}`);
       clearInterval(watcher);
-      await data.flushAll().catch((err) => log.error(`committing buffers before unmount: ${(err as Error).message}`, err));
-      if (session) await session.unmount().catch((err) => log.error(`unmounting ${mountpoint}: ${(err as Error).message}`, err));
-      await data.flushAll().catch((err) => log.error(`committing buffers after unmount: ${(err as Error).message}`, err));
+      await data.flushAll().catch((err) => log.error(`committing buffers before unmount: ${(err as Error).message}`, { err }));
+      if (session) await session.unmount().catch((err) => log.error(`unmounting ${mountpoint}: ${(err as Error).message}`, { err, mountpoint }));
+      await data.flushAll().catch((err) => log.error(`committing buffers after unmount: ${(err as Error).message}`, { err }));
       data.stopIdleCommits();
       await sealer.close();
       await scanning?.catch(() => {});
       await collector.stop();
-      await drain(drainMs).catch((err) => log.error(`uploading before exit: ${(err as Error).message}`, err));
+      await drain(drainMs).catch((err) => log.error(`uploading before exit: ${(err as Error).message}`, { err }));
       await syncer.stop();
       pendingAtExit = pendingNow();
       if (pendingAtExit.pendingChunks > 0 || pendingAtExit.unpublished) {
@@ -315,7 +322,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
       // link count goes stale when another name of the same file changes: always ask.
       extraOptions: ['attr_timeout=0'],
       timeoutMs: 60_000,
-      log: (message, err) => log.error(message, err),
+      log: logFn,
     });
     data.startIdleCommits();
     collector.start();
@@ -327,7 +334,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     );
     scanning = store.scanLocal().then(
       (ids) => collector.removeUnknown(ids),
-      (err) => log.warn(`scanning the chunk cache: ${(err as Error).message}`, err),
+      (err) => log.warn(`scanning the chunk cache: ${(err as Error).message}`, { err }),
     );
     control = await serveControl(paths.socket, handle);
     info = { pid: process.pid, vault: paths.dir, mountpoint, socket: paths.socket, startedAt: new Date().toISOString() };
@@ -344,8 +351,16 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   }, 2000);
   watcher.unref();
   // A bug in a background task must not take the mount down with it: log it and carry on.
-  const onRejection = (reason: unknown) => log.error(`unhandled failure in a background task: ${(reason as Error)?.stack ?? String(reason)}`);
+  const onRejection = (reason: unknown) =>
+    log.error(`unhandled failure in a background task: ${(reason as Error)?.message ?? String(reason)}`, { err: reason });
   process.on('unhandledRejection', onRejection);
+  // What nothing caught ends the process: the log must say why before it goes (the mount is
+  // left stale; the next mount or unmount cleans it).
+  const onFatal = (err: unknown) => {
+    log.fatal(`the daemon stopped on an uncaught error: ${(err as Error)?.message ?? String(err)}`, { err });
+    process.exit(1);
+  };
+  process.on('uncaughtException', onFatal);
   // A signal (systemd stopping the service, Ctrl-C in the foreground) unmounts, then uploads for at
   // most shutdownDrainMs; a second signal cuts that short. Nothing queued is lost either way.
   const onSignal = (signal: NodeJS.Signals) => {
@@ -360,10 +375,23 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   process.on('SIGINT', onSignal);
   process.on('SIGHUP', () => {});
 
-  log.info(`mounted ${paths.dir} as ${JSON.stringify(name)} at ${mountpoint} (remote ${backend.description})`);
+  log.info(`mounted ${paths.dir} as ${JSON.stringify(name)} at ${mountpoint} (remote ${backend.description})`, { vault: paths.dir, mountpoint, name });
+  log.debug('settings', {
+    cacheSize: config.cacheSize,
+    bufferSize: config.bufferSize,
+    memoryCacheSize: config.memoryCacheSize,
+    remoteReadTimeoutMs: config.remoteReadTimeoutMs,
+    uploadConcurrency: config.uploadConcurrency,
+    uploadLimit: config.uploadLimit,
+    downloadLimit: config.downloadLimit,
+    readTimeoutMs,
+    shutdownDrainMs: config.shutdownDrainMs,
+    logLevel: log.level,
+  });
   options.onReady?.();
   await done;
   process.off('unhandledRejection', onRejection);
+  process.off('uncaughtException', onFatal);
   process.off('SIGTERM', onSignal);
   process.off('SIGINT', onSignal);
 }

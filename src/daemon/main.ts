@@ -5,9 +5,10 @@
  */
 import { createWriteStream } from 'node:fs';
 import { pathToFileURL } from 'node:url';
-import { withOverrides, type ConfigOverrides } from '../vault/config.js';
+import { withOverrides, type ConfigOverrides, type VaultConfig } from '../vault/config.js';
 import { openVaultWithKey } from '../vault/vault.js';
 import { createLogger, type Logger } from './log.js';
+import type { VaultPaths } from '../vault/layout.js';
 import { runDaemon } from './daemon.js';
 
 export interface StartRequest {
@@ -34,10 +35,10 @@ async function main(): Promise<void> {
   try {
     const vault = await openVaultWithKey(request.vault, Buffer.from(request.masterKey, 'hex'));
     vault.config = withOverrides(vault.config, request.overrides);
-    log = createLogger(vault.paths.log, false);
+    log = openDaemonLog(vault.paths, vault.config, false);
     await runDaemon({ vault, mountpoint: request.mountpoint, log, onReady: () => report.end('ready\n') });
   } catch (err) {
-    log?.error(`daemon failed: ${(err as Error).message}`, err);
+    log?.error(`daemon failed: ${(err as Error).message}`, { err });
     report.end(`error ${JSON.stringify({ code: (err as { code?: string }).code ?? 'DAEMON_FAILED', message: (err as Error).message })}\n`);
     await log?.close();
     process.exitCode = 1;
@@ -45,6 +46,11 @@ async function main(): Promise<void> {
   }
   await log.close();
   process.exit(0);
+}
+
+/** The vault's log at the level and size its config (with the mount's flags) asks for. */
+export function openDaemonLog(paths: VaultPaths, config: VaultConfig, alsoStderr: boolean): Logger {
+  return createLogger(paths.log, { level: config.logLevel, alsoStderr, maxBytes: config.logMaxSize });
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) void main();

@@ -4,19 +4,20 @@
  */
 import { constants } from 'node:os';
 import { AuthenticationError, CofferError, FsError } from '../errors.js';
+import type { LogFn } from '../logging.js';
 
 const errnoByName = constants.errno as Record<string, number>;
 
 /** Node system errors that pass through unchanged because they mean the same to the caller. */
 const PASS_THROUGH = new Set(['ENOSPC', 'EDQUOT', 'EFBIG', 'EROFS', 'ENAMETOOLONG']);
 
-export type ErrorLogger = (message: string, err: unknown) => void;
+export type ErrorLogger = LogFn;
 
 /** Negative errno for fuse-native callbacks. */
 export function toErrno(err: unknown, op: string, log: ErrorLogger): number {
   if (err instanceof FsError) return -errnoByName[err.posix]!;
   if (err instanceof AuthenticationError) {
-    log(`${op}: ${err.message}`, err);
+    log(`${op}: ${err.message}`, { op, err, ...(err.objectId ? { chunk: err.objectId } : {}) });
     return -errnoByName.EIO!;
   }
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
@@ -24,9 +25,9 @@ export function toErrno(err: unknown, op: string, log: ErrorLogger): number {
   // The index's disk is full: to the program this is the same as its own write not fitting.
   if (code === 'SQLITE_FULL') return -errnoByName.ENOSPC!;
   if (err instanceof CofferError && err.code === 'REMOTE_UNAVAILABLE') {
-    log(`${op}: remote unavailable: ${err.message}`, err);
+    log(`${op}: remote unavailable: ${err.message}`, { op, err });
     return -errnoByName.EIO!;
   }
-  log(`${op}: unexpected error: ${(err as Error)?.message ?? String(err)}`, err);
+  log(`${op}: unexpected error: ${(err as Error)?.message ?? String(err)}`, { op, err });
   return -errnoByName.EIO!;
 }

@@ -27,6 +27,7 @@ import type { ChunkStore } from '../chunks/chunk-store.js';
 import { KeyedLock } from '../chunks/keyed-lock.js';
 import type { VaultIndex } from '../index/vault-index.js';
 import { AuthenticationError, FormatError } from '../errors.js';
+import type { LogFn } from '../logging.js';
 
 export interface FileDataOptions {
   chunkSize: number;
@@ -34,7 +35,7 @@ export interface FileDataOptions {
   bufferBytes: number;
   /** A buffer left untouched this long is committed even while the file stays open. */
   idleCommitMs: number;
-  log: (message: string, err?: unknown) => void;
+  log: LogFn;
   now?: () => number;
 }
 
@@ -66,7 +67,7 @@ const GROWTH_STEP = 64 * 1024;
 /** Full-size chunk buffers kept for reuse. */
 const SPARE_BUFFERS = 8;
 /** Most chunks opened ahead of a sequential reader. */
-const PREFETCH_CHUNKS = 4;
+export const PREFETCH_CHUNKS = 4;
 
 export class FileData {
   private readonly files = new Map<number, FileState>();
@@ -370,7 +371,7 @@ export class FileData {
           this.bufferedBytes += chunk.buf.length;
         }
         if (st.error === undefined) st.error = err;
-        this.options.log(`inode ${st.ino}: committing chunk index ${idx} failed: ${(err as Error).message}`, err);
+        this.options.log(`inode ${st.ino}: committing chunk index ${idx} failed: ${(err as Error).message}`, { ino: st.ino, index: idx, err });
       } finally {
         if (st.inflight.get(idx) === entry) st.inflight.delete(idx);
         this.bufferedBytes -= chunk.buf.length;
@@ -418,7 +419,7 @@ export class FileData {
       return await this.store.read(id);
     } catch (err) {
       if (err instanceof AuthenticationError || err instanceof FormatError) {
-        this.options.log(`inode ${ino} chunk index ${idx}: ${err.message}`, err);
+        this.options.log(`inode ${ino} chunk index ${idx}: ${err.message}`, { ino, index: idx, chunk: id.toString('hex'), err });
         throw new FsError('EIO', err.message);
       }
       throw err;

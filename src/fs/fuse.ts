@@ -15,6 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { FsError } from '../errors.js';
 import { toErrno } from './errno.js';
+import type { LogFn } from '../logging.js';
 import { detachMount, findMount, waitUntilUnmounted } from './mountinfo.js';
 
 export interface Stat {
@@ -113,7 +114,7 @@ export interface MountOptions {
   extraOptions?: string[];
   /** How long one operation may take before the kernel gets ETIMEDOUT. Default 60 s. */
   timeoutMs?: number;
-  log: (message: string, err?: unknown) => void;
+  log: LogFn;
 }
 
 export interface FuseSession {
@@ -364,8 +365,8 @@ function defineCofferFuse(Fuse: FuseNativeClass): FuseNativeClass {
      * via toErrno, and always hands the native side the extra values it dereferences even on
      * error (`onError`), since a missing one would throw in a nextTick or leave the kernel waiting.
      */
-    #settle<T>(signal: Signal, op: string, run: () => Promise<T>, onOk: (value: T) => unknown[], onError: unknown[] = []): void {
-      const { log } = this.#binding;
+    #settle<T>(signal: Signal, op: string, path: string | null, run: () => Promise<T>, onOk: (value: T) => unknown[], onError: unknown[] = []): void {
+      const log: LogFn = (message, fields) => this.#binding.log(message, path === null ? fields : { path, ...fields });
       let replied = false;
       const reply = (args: unknown[]): void => {
         if (replied) return;
@@ -374,7 +375,7 @@ function defineCofferFuse(Fuse: FuseNativeClass): FuseNativeClass {
           const [code, ...rest] = args;
           signal(code as number, ...rest);
         } catch (err) {
-          log(`${op}: replying to the kernel failed`, err);
+          log(`${op}: replying to the kernel failed`, { op, err });
         }
       };
       const replyError = (err: unknown): void => {
@@ -399,22 +400,23 @@ function defineCofferFuse(Fuse: FuseNativeClass): FuseNativeClass {
     }
 
     _op_getattr(signal: Signal, p: string | null): void {
-      this.#settle(signal, 'getattr', () => this.#binding.handlers.getattr(needPath(p)), (st) => [0, statArray(st)], [EMPTY_STAT]);
+      this.#settle(signal, 'getattr', p, () => this.#binding.handlers.getattr(needPath(p)), (st) => [0, statArray(st)], [EMPTY_STAT]);
     }
 
     // Upstream calls ops.getattr(path) here and drops the file handle.
     _op_fgetattr(signal: Signal, p: string | null, fh: number): void {
-      this.#settle(signal, 'fgetattr', () => this.#binding.handlers.fgetattr(p, fh), (st) => [0, statArray(st)], [EMPTY_STAT]);
+      this.#settle(signal, 'fgetattr', p, () => this.#binding.handlers.fgetattr(p, fh), (st) => [0, statArray(st)], [EMPTY_STAT]);
     }
 
     _op_statfs(signal: Signal, p: string | null): void {
-      this.#settle(signal, 'statfs', () => this.#binding.handlers.statfs(p ?? '/'), (s) => [0, statfsArray(s)], [EMPTY_STATFS]);
+      this.#settle(signal, 'statfs', p, () => this.#binding.handlers.statfs(p ?? '/'), (s) => [0, statfsArray(s)], [EMPTY_STATFS]);
     }
 
     _op_readdir(signal: Signal, p: string | null): void {
       this.#settle(
         signal,
         'readdir',
+        p,
         // A directory removed while open lists as empty, as on a local filesystem.
         async (): Promise<{ names: string[]; stats?: Stat[] }> => (p === null ? { names: [] } : this.#binding.handlers.readdir(p)),
         ({ names, stats }) => {
@@ -428,17 +430,17 @@ function defineCofferFuse(Fuse: FuseNativeClass): FuseNativeClass {
     }
 
     _op_open(signal: Signal, p: string | null, flags: number): void {
-      this.#settle(signal, 'open', () => this.#binding.handlers.open(needPath(p), flags), (fh) => [0, fileHandle(fh, 'open')], [0]);
+      this.#settle(signal, 'open', p, () => this.#binding.handlers.open(needPath(p), flags), (fh) => [0, fileHandle(fh, 'open')], [0]);
     }
 
     // Native passes (path, fh, flags); upstream reads the (always 0) fh as the flags.
     _op_opendir(signal: Signal, p: string | null, _fh: number, flags: number): void {
       const { opendir } = this.#binding.handlers;
-      this.#settle(signal, 'opendir', () => opendir!.call(this.#binding.handlers, needPath(p), flags), (fh) => [0, fileHandle(fh, 'opendir')], [0]);
+      this.#settle(signal, 'opendir', p, () => opendir!.call(this.#binding.handlers, needPath(p), flags), (fh) => [0, fileHandle(fh, 'opendir')], [0]);
     }
 
     _op_create(signal: Signal, p: string | null, mode: number): void {
-      this.#settle(signal, 'create', () => this.#binding.handlers.create(needPath(p), mode), (fh) => [0, fileHandle(fh, 'create')], [0]);
+      this.#settle(signal, 'create', p, () => this.#binding.handlers.create(needPath(p), mode), (fh) => [0, fileHandle(fh, 'create')], [0]);
     }
 
     // The byte count goes in the result slot; the ArrayBuffer is passed so the native side can
@@ -447,6 +449,7 @@ function defineCofferFuse(Fuse: FuseNativeClass): FuseNativeClass {
       this.#settle(
         signal,
         'read',
+        p,
         () => this.#binding.handlers.read(p, fh, buf, len, uint64FromArgs(offLow, offHigh)),
         (n) => {
           const count = byteCount(n, len, 'read');
@@ -460,6 +463,7 @@ function defineCofferFuse(Fuse: FuseNativeClass): FuseNativeClass {
       this.#settle(
         signal,
         'write',
+        p,
         () => this.#binding.handlers.write(p, fh, buf, len, uint64FromArgs(offLow, offHigh)),
         (n) => {
           const count = byteCount(n, len, 'write');
@@ -470,33 +474,33 @@ function defineCofferFuse(Fuse: FuseNativeClass): FuseNativeClass {
     }
 
     _op_flush(signal: Signal, p: string | null, fh: number): void {
-      this.#settle(signal, 'flush', () => this.#binding.handlers.flush(p, fh), () => [0]);
+      this.#settle(signal, 'flush', p, () => this.#binding.handlers.flush(p, fh), () => [0]);
     }
 
     _op_fsync(signal: Signal, p: string | null, datasync: number, fh: number): void {
-      this.#settle(signal, 'fsync', () => this.#binding.handlers.fsync(p, datasync !== 0, fh), () => [0]);
+      this.#settle(signal, 'fsync', p, () => this.#binding.handlers.fsync(p, datasync !== 0, fh), () => [0]);
     }
 
     _op_fsyncdir(signal: Signal, p: string | null, datasync: number, fh: number): void {
       const { fsyncdir } = this.#binding.handlers;
-      this.#settle(signal, 'fsyncdir', () => fsyncdir!.call(this.#binding.handlers, p, datasync !== 0, fh), () => [0]);
+      this.#settle(signal, 'fsyncdir', p, () => fsyncdir!.call(this.#binding.handlers, p, datasync !== 0, fh), () => [0]);
     }
 
     _op_release(signal: Signal, p: string | null, fh: number): void {
-      this.#settle(signal, 'release', () => this.#binding.handlers.release(p, fh), () => [0]);
+      this.#settle(signal, 'release', p, () => this.#binding.handlers.release(p, fh), () => [0]);
     }
 
     _op_releasedir(signal: Signal, p: string | null, fh: number): void {
       const { releasedir } = this.#binding.handlers;
-      this.#settle(signal, 'releasedir', () => releasedir!.call(this.#binding.handlers, p, fh), () => [0]);
+      this.#settle(signal, 'releasedir', p, () => releasedir!.call(this.#binding.handlers, p, fh), () => [0]);
     }
 
     _op_truncate(signal: Signal, p: string | null, sizeLow: number, sizeHigh: number): void {
-      this.#settle(signal, 'truncate', () => this.#binding.handlers.truncate(needPath(p), uint64FromArgs(sizeLow, sizeHigh)), () => [0]);
+      this.#settle(signal, 'truncate', p, () => this.#binding.handlers.truncate(needPath(p), uint64FromArgs(sizeLow, sizeHigh)), () => [0]);
     }
 
     _op_ftruncate(signal: Signal, p: string | null, fh: number, sizeLow: number, sizeHigh: number): void {
-      this.#settle(signal, 'ftruncate', () => this.#binding.handlers.ftruncate(p, fh, uint64FromArgs(sizeLow, sizeHigh)), () => [0]);
+      this.#settle(signal, 'ftruncate', p, () => this.#binding.handlers.ftruncate(p, fh, uint64FromArgs(sizeLow, sizeHigh)), () => [0]);
     }
 
     // The patched native side sends UINT64_MAX for a time the caller left alone (UTIME_OMIT, as
@@ -506,6 +510,7 @@ function defineCofferFuse(Fuse: FuseNativeClass): FuseNativeClass {
       this.#settle(
         signal,
         'utimens',
+        p,
         async () => {
           const target = needPath(p);
           const keepAtime = aLow === UINT32_MAX && aHigh === UINT32_MAX;
@@ -528,6 +533,7 @@ function defineCofferFuse(Fuse: FuseNativeClass): FuseNativeClass {
       this.#settle(
         signal,
         'readlink',
+        p,
         () => this.#binding.handlers.readlink(needPath(p)),
         (target) => {
           if (typeof target !== 'string') throw new Error('readlink returned a non-string');
@@ -538,15 +544,15 @@ function defineCofferFuse(Fuse: FuseNativeClass): FuseNativeClass {
     }
 
     _op_chown(signal: Signal, p: string | null, uid: number, gid: number): void {
-      this.#settle(signal, 'chown', () => this.#binding.handlers.chown(needPath(p), uid, gid), () => [0]);
+      this.#settle(signal, 'chown', p, () => this.#binding.handlers.chown(needPath(p), uid, gid), () => [0]);
     }
 
     _op_chmod(signal: Signal, p: string | null, mode: number): void {
-      this.#settle(signal, 'chmod', () => this.#binding.handlers.chmod(needPath(p), mode), () => [0]);
+      this.#settle(signal, 'chmod', p, () => this.#binding.handlers.chmod(needPath(p), mode), () => [0]);
     }
 
     _op_mknod(signal: Signal, p: string | null, mode: number, dev: number): void {
-      this.#settle(signal, 'mknod', () => this.#binding.handlers.mknod(needPath(p), mode, dev), () => [0]);
+      this.#settle(signal, 'mknod', p, () => this.#binding.handlers.mknod(needPath(p), mode, dev), () => [0]);
     }
 
     // On Linux the native side passes position 0; the value is kernel memory, so handlers get a copy.
@@ -554,6 +560,7 @@ function defineCofferFuse(Fuse: FuseNativeClass): FuseNativeClass {
       this.#settle(
         signal,
         'setxattr',
+        p,
         () => this.#binding.handlers.setxattr(needPath(p), name, Buffer.from(value), flags),
         () => [0, value.buffer],
         [value.buffer],
@@ -567,6 +574,7 @@ function defineCofferFuse(Fuse: FuseNativeClass): FuseNativeClass {
       this.#settle(
         signal,
         'getxattr',
+        p,
         () => this.#binding.handlers.getxattr(needPath(p), name),
         (value) => {
           if (!(value instanceof Uint8Array)) throw new Error('getxattr returned a non-buffer');
@@ -584,6 +592,7 @@ function defineCofferFuse(Fuse: FuseNativeClass): FuseNativeClass {
       this.#settle(
         signal,
         'listxattr',
+        p,
         () => this.#binding.handlers.listxattr(needPath(p)),
         (names) => {
           if (!Array.isArray(names) || names.some((n) => typeof n !== 'string' || n.length === 0 || n.includes('\0'))) {
@@ -600,33 +609,33 @@ function defineCofferFuse(Fuse: FuseNativeClass): FuseNativeClass {
     }
 
     _op_removexattr(signal: Signal, p: string | null, name: string): void {
-      this.#settle(signal, 'removexattr', () => this.#binding.handlers.removexattr(needPath(p), name), () => [0]);
+      this.#settle(signal, 'removexattr', p, () => this.#binding.handlers.removexattr(needPath(p), name), () => [0]);
     }
 
     _op_unlink(signal: Signal, p: string | null): void {
-      this.#settle(signal, 'unlink', () => this.#binding.handlers.unlink(needPath(p)), () => [0]);
+      this.#settle(signal, 'unlink', p, () => this.#binding.handlers.unlink(needPath(p)), () => [0]);
     }
 
     _op_rename(signal: Signal, src: string | null, dest: string): void {
-      this.#settle(signal, 'rename', () => this.#binding.handlers.rename(needPath(src), dest), () => [0]);
+      this.#settle(signal, 'rename', src, () => this.#binding.handlers.rename(needPath(src), dest), () => [0]);
     }
 
     // libfuse calls link(oldpath, newpath): the existing file first.
     _op_link(signal: Signal, existing: string | null, created: string): void {
-      this.#settle(signal, 'link', () => this.#binding.handlers.link(needPath(existing), created), () => [0]);
+      this.#settle(signal, 'link', existing, () => this.#binding.handlers.link(needPath(existing), created), () => [0]);
     }
 
     // libfuse calls symlink(target, linkpath): the link's content first, then where it goes.
     _op_symlink(signal: Signal, target: string | null, linkPath: string): void {
-      this.#settle(signal, 'symlink', () => this.#binding.handlers.symlink(needPath(target), linkPath), () => [0]);
+      this.#settle(signal, 'symlink', linkPath, () => this.#binding.handlers.symlink(needPath(target), linkPath), () => [0]);
     }
 
     _op_mkdir(signal: Signal, p: string | null, mode: number): void {
-      this.#settle(signal, 'mkdir', () => this.#binding.handlers.mkdir(needPath(p), mode), () => [0]);
+      this.#settle(signal, 'mkdir', p, () => this.#binding.handlers.mkdir(needPath(p), mode), () => [0]);
     }
 
     _op_rmdir(signal: Signal, p: string | null): void {
-      this.#settle(signal, 'rmdir', () => this.#binding.handlers.rmdir(needPath(p)), () => [0]);
+      this.#settle(signal, 'rmdir', p, () => this.#binding.handlers.rmdir(needPath(p)), () => [0]);
     }
   }
   // The constructor takes a Binding rather than fuse-native's ops object.
@@ -772,7 +781,7 @@ export async function mountFuse(mountpoint: string, handlers: FuseHandlers, opti
         await waitUntilUnmounted(mnt);
       }
     } catch (cleanupErr) {
-      options.log(`mount failed and ${mnt} could not be cleaned up`, cleanupErr);
+      options.log(`mount failed and ${mnt} could not be cleaned up`, { mountpoint: mnt, err: cleanupErr });
     }
     const message = (err as Error)?.message === 'fuse failed' ? 'libfuse refused the mount or its options' : (err as Error)?.message;
     throw fail(new Error(message, { cause: err }));

@@ -17,6 +17,7 @@ import { remoteKeys, type RemoteBackend } from '../remote/backend.js';
 import { ObjectType, openObject, sealObject, type ObjectContext } from '../crypto/objects.js';
 import { sodium } from '../crypto/sodium.js';
 import { INDEX_SCHEMA_VERSION } from '../index/schema.js';
+import type { Log } from '../logging.js';
 
 export interface SyncerOptions {
   index: VaultIndex;
@@ -27,7 +28,7 @@ export interface SyncerOptions {
   chunkSize: number;
   /** Directory for the sync state file and temporary snapshot copies. */
   stateDir: string;
-  log: (message: string, err?: unknown) => void;
+  log: Log;
   concurrency?: number;
   /** Quiet time after the last change before the index is published. */
   publishDelayMs?: number;
@@ -175,7 +176,7 @@ export class Syncer {
           this.publishFailures++;
           this.nextPublishMs = Date.now() + Math.min(MAX_PUBLISH_BACKOFF_MS, 500 * 2 ** this.publishFailures);
           this.stats.lastError = `publishing the index: ${(err as Error).message}`;
-          this.options.log(this.stats.lastError, err);
+          this.options.log.warn(this.stats.lastError, { op: 'publish', err });
         })
         .finally(() => (this.publishing = undefined));
     }
@@ -190,7 +191,7 @@ export class Syncer {
       if (this.inflight.has(hex) || this.deletingRemote.has(hex) || this.inflight.size >= this.concurrency) continue;
       this.inflight.add(hex);
       this.upload(id, attempts)
-        .catch((err) => this.options.log(`upload of chunk ${hex} failed unexpectedly: ${(err as Error).message}`, err))
+        .catch((err) => this.options.log.error(`upload of chunk ${hex} failed unexpectedly: ${(err as Error).message}`, { op: 'upload', chunk: hex, err }))
         .finally(() => {
           this.inflight.delete(hex);
           // Keep the pipe full: start the next upload now, not at the next tick.
@@ -211,8 +212,10 @@ export class Syncer {
       return;
     }
     try {
+      const started = Date.now();
       await backend.put(remoteKeys.chunk(hex), sealed, { signal: this.abort.signal });
       index.markUploaded(id);
+      this.options.log.debug('uploaded chunk', { op: 'upload', chunk: hex, bytes: sealed.length, ms: Date.now() - started });
       store.scheduleEviction(); // an uploaded chunk may now leave a full cache
       this.stats.uploadedChunks++;
       this.stats.uploadedBytes += sealed.length;
@@ -252,12 +255,12 @@ export class Syncer {
         try {
           found = JSON.parse(openObject(metadataContext, ObjectType.Manifest, manifestObjectId(counter), existing).toString('utf8')) as Manifest;
         } catch {
-          this.options.log(`manifest ${counter} on the remote does not authenticate (not written by this vault); publishing as ${counter + 1}`);
+          this.options.log.warn(`manifest ${counter} on the remote does not authenticate (not written by this vault); publishing as ${counter + 1}`, { op: 'publish', manifest: counter });
           continue;
         }
         if (found.writer === this.state.writerId && found.previous === this.state.lastManifestHash) {
           // Our own earlier attempt, whose answer was lost: it is published. Build on it.
-          this.options.log(`manifest ${counter} on the remote is this vault's own earlier publish; continuing after it`);
+          this.options.log.info(`manifest ${counter} on the remote is this vault's own earlier publish; continuing after it`, { op: 'publish', manifest: counter });
           this.state = {
             ...this.state,
             lastManifest: counter,
@@ -299,7 +302,7 @@ export class Syncer {
         }
       }
     } catch (err) {
-      if (!signal.aborted) this.options.log(`deleting unreferenced objects from the remote: ${(err as Error).message}`, err);
+      if (!signal.aborted) this.options.log.warn(`deleting unreferenced objects from the remote: ${(err as Error).message}`, { op: 'delete', err });
     }
   }
 
@@ -307,7 +310,9 @@ export class Syncer {
     const delay = Math.min(MAX_BACKOFF_MS, 1000 * 2 ** attempts) * (0.5 + Math.random() / 2);
     this.options.index.markUploadFailed(id, message, Math.round(Date.now() + delay));
     this.stats.lastError = `uploading chunk ${id.toString('hex')}: ${message}`;
-    if (attempts === 0 || attempts % 5 === 4) this.options.log(this.stats.lastError);
+    const fields = { op: 'upload', chunk: id.toString('hex'), attempts: attempts + 1, retryInMs: Math.round(delay) };
+    if (attempts === 0 || attempts % 5 === 4) this.options.log.warn(this.stats.lastError, fields);
+    else this.options.log.debug(this.stats.lastError, fields);
   }
 
   isUploading(id: Buffer): boolean {
@@ -409,6 +414,7 @@ export class Syncer {
       const expired = this.state.recentSnapshots!.splice(KEPT_SNAPSHOTS);
       await writeJsonAtomic(this.statePath, this.state);
       this.publishedChange = change;
+      this.options.log.debug(`published manifest ${counter}`, { op: 'publish', manifest: counter, snapshotBytes: snapshot.length, parts: parts.length });
       if (index.changeCount === change) this.urgent = false;
       if (index.changeCount === change) index.setState('published', 1);
       this.stats.lastError = null;

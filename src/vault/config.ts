@@ -7,6 +7,8 @@ import { CofferError } from '../errors.js';
 import type { RemoteBackend } from '../remote/backend.js';
 import { FaultyBackend, parseFaultPlan } from '../remote/faulty-backend.js';
 import { openBackend } from '../remote/open-backend.js';
+import { RateLimitedBackend } from '../remote/rate-limited-backend.js';
+import { isLogLevel, LOG_LEVELS, type LogLevel } from '../logging.js';
 import type { VaultPaths } from './layout.js';
 import { defaultVolumeName, isVolumeName } from './volume-name.js';
 
@@ -37,6 +39,14 @@ export interface VaultConfig {
    * queued for the next mount. 0: exit at once.
    */
   shutdownDrainMs: number;
+  /** Least important daemon log lines written: debug, info, warn or error. */
+  logLevel: LogLevel;
+  /** The daemon log is rotated when it reaches this many bytes (three old files are kept). */
+  logMaxSize: number;
+  /** Bytes per second sent to the remote; 0 is no limit. */
+  uploadLimit: number;
+  /** Bytes per second taken from the remote; 0 is no limit. */
+  downloadLimit: number;
 }
 
 const MiB = 1024 * 1024;
@@ -50,10 +60,17 @@ export const DEFAULT_CONFIG: Omit<VaultConfig, 'remote'> = {
   remoteReadTimeoutMs: 8000,
   uploadConcurrency: 4,
   shutdownDrainMs: 10_000,
+  logLevel: 'info',
+  logMaxSize: 10 * MiB,
+  uploadLimit: 0,
+  downloadLimit: 0,
 };
 
 /** Settings a command line may override for one run. */
-export type ConfigOverrides = Partial<Pick<VaultConfig, 'cacheSize' | 's3Endpoint' | 's3Region'>>;
+export type ConfigOverrides = Partial<Pick<VaultConfig, 'cacheSize' | 's3Endpoint' | 's3Region' | 'logLevel' | 'uploadLimit' | 'downloadLimit'>>;
+
+/** Settings that are sizes: the file may hold a number of bytes or a size such as "10M". */
+const SIZE_KEYS = ['cacheSize', 'bufferSize', 'memoryCacheSize', 'logMaxSize', 'uploadLimit', 'downloadLimit'] as const;
 
 export async function readConfig(paths: VaultPaths): Promise<VaultConfig> {
   let raw: Partial<VaultConfig>;
@@ -74,6 +91,20 @@ export async function readConfig(paths: VaultPaths): Promise<VaultConfig> {
   const config = { ...DEFAULT_CONFIG, ...raw } as VaultConfig;
   if (typeof config.shutdownDrainMs !== 'number' || !Number.isFinite(config.shutdownDrainMs) || config.shutdownDrainMs < 0) {
     throw new CofferError('CORRUPT_FORMAT', `${paths.config}: "shutdownDrainMs" must be a number of milliseconds, 0 or more`);
+  }
+  for (const key of SIZE_KEYS) {
+    const value: unknown = config[key];
+    const bytes = typeof value === 'string' ? parseSizeOrUndefined(value) : value;
+    if (typeof bytes !== 'number' || !Number.isSafeInteger(bytes) || bytes < 0) {
+      throw new CofferError(
+        'CORRUPT_FORMAT',
+        `${paths.config}: ${key} must be a size such as 10M or a number of bytes${key.endsWith('Limit') ? ' per second (0 for no limit)' : ''}, not ${JSON.stringify(value)}; fix or remove it`,
+      );
+    }
+    config[key] = bytes;
+  }
+  if (!isLogLevel(config.logLevel)) {
+    throw new CofferError('CORRUPT_FORMAT', `${paths.config}: logLevel must be one of ${LOG_LEVELS.join(', ')}, not ${JSON.stringify(config.logLevel)}; fix or remove it`);
   }
   return config;
 }
@@ -98,12 +129,24 @@ export function withOverrides(config: VaultConfig, overrides: ConfigOverrides = 
  * and manual runs; the daemon inherits it from the `coffer mount` that starts it. An empty
  * value counts as unset, so `COFFER_FAULTS= coffer mount` turns faults off.
  */
-export function openConfiguredBackend(config: Pick<VaultConfig, 'remote' | 's3Endpoint' | 's3Region'>): RemoteBackend {
+export function openConfiguredBackend(
+  config: Pick<VaultConfig, 'remote' | 's3Endpoint' | 's3Region'> & Partial<Pick<VaultConfig, 'uploadLimit' | 'downloadLimit'>>,
+): RemoteBackend {
   const faults = process.env.COFFER_FAULTS?.trim() ? parseFaultPlan(process.env.COFFER_FAULTS) : undefined;
+  const uploadLimit = config.uploadLimit ?? 0;
+  const downloadLimit = config.downloadLimit ?? 0;
+  const limited = uploadLimit > 0 || downloadLimit > 0;
   return openBackend(config.remote, {
     s3Endpoint: config.s3Endpoint,
     s3Region: config.s3Region,
-    wrap: faults && ((backend) => new FaultyBackend(backend, faults)),
+    // Beneath the retries (every attempt spends bandwidth), above the faults (which stand for the network).
+    wrap:
+      faults || limited
+        ? (backend) => {
+            const network = faults ? new FaultyBackend(backend, faults) : backend;
+            return limited ? new RateLimitedBackend(network, { uploadBytesPerSecond: uploadLimit, downloadBytesPerSecond: downloadLimit }) : network;
+          }
+        : undefined,
   });
 }
 
@@ -113,4 +156,12 @@ export function parseSize(text: string): number {
   if (!match) throw new CofferError('BAD_ARGUMENT', `not a size: ${JSON.stringify(text)} (examples: 512M, 10G, 1T)`);
   const unit = { '': 1, k: 1024, m: MiB, g: GiB, t: 1024 * GiB }[match[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
   return Math.floor(Number(match[1]) * unit);
+}
+
+function parseSizeOrUndefined(text: string): number | undefined {
+  try {
+    return parseSize(text);
+  } catch {
+    return undefined;
+  }
 }

@@ -4,7 +4,7 @@
  * from outside, as a user's programs would.
  */
 import { execFile, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -44,6 +44,31 @@ export async function cofferOk(args: string[], options?: Parameters<typeof coffe
   return result;
 }
 
+/** One line of the daemon log: a JSON object, or `{ unstructured }` for anything else (what a crash printed). */
+export interface LogEntry {
+  level?: string;
+  time?: string;
+  msg?: string;
+  pid?: number;
+  unstructured?: string;
+  [key: string]: unknown;
+}
+
+/** The daemon log's lines as objects, oldest first (rotated files are not read). */
+export function readLogEntries(path: string): LogEntry[] {
+  if (!existsSync(path)) return [];
+  return readFileSync(path, 'utf8')
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line) => {
+      try {
+        return JSON.parse(line) as LogEntry;
+      } catch {
+        return { unstructured: line };
+      }
+    });
+}
+
 export function isMounted(mountpoint: string): boolean {
   const lines = readFileSync('/proc/self/mountinfo', 'utf8').split('\n');
   return lines.some((line) => line.split(' ')[4] === resolve(mountpoint));
@@ -75,10 +100,20 @@ export class Workspace {
     await cofferOk(['init', this.vault, ...extra]);
   }
 
-  /** `env` reaches the daemon too (e.g. COFFER_FAULTS). */
-  async mount(mnt = this.mnt, env?: NodeJS.ProcessEnv): Promise<void> {
+  /** `env` reaches the daemon too (e.g. COFFER_FAULTS); `extra` are more options (e.g. --json). */
+  async mount(mnt = this.mnt, env?: NodeJS.ProcessEnv, extra: string[] = []): Promise<CliResult> {
     this.mounts.add(mnt);
-    await cofferOk(['mount', this.vault, mnt], { env });
+    return cofferOk(['mount', this.vault, mnt, ...extra], { env });
+  }
+
+  get configPath(): string {
+    return join(this.vault, 'config.json');
+  }
+
+  /** Changes the vault's config.json (the next mount reads it). */
+  editConfig(change: Record<string, unknown>): void {
+    const config = JSON.parse(readFileSync(this.configPath, 'utf8')) as Record<string, unknown>;
+    writeFileSync(this.configPath, JSON.stringify({ ...config, ...change }, null, 2));
   }
 
   async unmount(mnt = this.mnt): Promise<void> {

@@ -5,8 +5,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CofferError, type CofferErrorCode } from '../../errors.js';
 import { runDaemon } from '../../daemon/daemon.js';
-import { createLogger } from '../../daemon/log.js';
-import type { StartRequest } from '../../daemon/main.js';
+import { openDaemonLog, type StartRequest } from '../../daemon/main.js';
 import { volumeName, withOverrides, type ConfigOverrides } from '../../vault/config.js';
 import { readVaultHeaderRaw, unlockVault } from '../../vault/vault.js';
 import { formatBytes } from '../format.js';
@@ -51,7 +50,7 @@ export async function mountCommand(args: MountArgs): Promise<void> {
 
   if (args.foreground) {
     vault.config = withOverrides(vault.config, args.overrides);
-    const log = createLogger(vault.paths.log, true);
+    const log = openDaemonLog(vault.paths, vault.config, true);
     try {
       await runDaemon({
         vault,
@@ -113,9 +112,9 @@ async function startBackgroundDaemon(request: StartRequest, logPath: string): Pr
   if (outcome !== 'ready') {
     if (outcome.startsWith('error ')) {
       const { code, message } = JSON.parse(outcome.slice(6)) as { code: CofferErrorCode; message: string };
-      throw new CofferError(code, code === 'DAEMON_FAILED' || /libfuse/.test(message) ? `${message} (details in ${logPath})` : message);
+      throw new CofferError(code, code === 'DAEMON_FAILED' || /libfuse/.test(message) ? `${message} (details: coffer logs ${request.vault})` : message);
     }
-    throw new CofferError('DAEMON_FAILED', `the daemon stopped before the mount was ready; see ${logPath}`);
+    throw new CofferError('DAEMON_FAILED', `the daemon stopped before the mount was ready; see what it logged with: coffer logs ${request.vault}`);
   }
   child.unref();
 }
