@@ -75,15 +75,16 @@ export class Workspace {
     await cofferOk(['init', this.vault, ...extra]);
   }
 
-  /** `env` reaches the daemon too (e.g. COFFER_FAULTS). */
-  async mount(mnt = this.mnt, env?: NodeJS.ProcessEnv): Promise<void> {
+  /** `env` reaches the daemon too (e.g. COFFER_FAULTS); `extra` are more options (e.g. --json). */
+  async mount(mnt = this.mnt, env?: NodeJS.ProcessEnv, extra: string[] = []): Promise<CliResult> {
     this.mounts.add(mnt);
-    await cofferOk(['mount', this.vault, mnt], { env });
+    return cofferOk(['mount', this.vault, mnt, ...extra], { env });
   }
 
-  async unmount(mnt = this.mnt): Promise<void> {
-    await cofferOk(['unmount', mnt]);
+  async unmount(mnt = this.mnt, extra: string[] = []): Promise<CliResult> {
+    const result = await cofferOk(['unmount', mnt, ...extra]);
     this.mounts.delete(mnt);
+    return result;
   }
 
   async remount(): Promise<void> {
