@@ -304,6 +304,97 @@ describe('coffer logs', () => {
     const flag = await coffer(['mount', ws.vault, ws.mnt, '--log-level', 'loud']);
     expect(flag.code).toBe(2);
     expect(flag.stderr).toMatch(/log-level/);
+/** stdout holds exactly one line, one JSON object; the human text stays off it. */
+function oneJson(stdout: string): Record<string, unknown> {
+  const lines = stdout.split('\n');
+  expect(lines.length, stdout).toBe(2);
+  expect(lines[1]).toBe('');
+  const value = JSON.parse(lines[0]!) as unknown;
+  expect(typeof value === 'object' && value !== null && !Array.isArray(value), stdout).toBe(true);
+  return value as Record<string, unknown>;
+}
+
+/**
+ * Runs the CLI on a pseudo-terminal, as a person at a terminal would (stdin, stdout and
+ * stderr are all the terminal); returns everything it printed and its exit code.
+ */
+function onTerminal(args: string[]): { code: number | null; output: string } {
+  const run = `import os, pty, sys
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+out = b''
+while True:
+    try:
+        data = os.read(fd, 4096)
+    except OSError:
+        break
+    if not data:
+        break
+    out += data
+sys.stdout.write(out.decode())
+sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))`;
+  const result = spawnSync('python3', ['-c', run, process.execPath, CLI, ...args], {
+    encoding: 'utf8',
+    timeout: 60_000,
+    env: { ...process.env, COFFER_PASSPHRASE: PASSPHRASE },
+  });
+  return { code: result.status, output: result.stdout.replace(/\r\n/g, '\n') };
+}
+
+describe('--json on the commands that report', () => {
+  it('init, mount, unmount (also pending, waited and stale), clone, rebuild-index and passwd each print one JSON object', async () => {
+    const ws = new Workspace();
+    workspaces.push(ws);
+    const remote = join(ws.dir, 'remote');
+    const init = await cofferOk(['init', ws.vault, '--remote', `file://${remote}`, '--name', 'Json', '--cache-size', '64M', '--json']);
+    expect(oneJson(init.stdout)).toMatchObject({ vault: ws.vault, name: 'Json', remote: `file://${remote}`, cacheSizeBytes: 64 * 1024 * 1024 });
+    expect(init.stderr).not.toMatch(/Created vault/);
+
+    // A mount, and an unmount that waits for the upload: nothing is left pending.
+    const mounted = oneJson((await ws.mount(ws.mnt, undefined, ['--json'])).stdout);
+    expect(mounted).toMatchObject({ vault: ws.vault, mountpoint: ws.mnt, name: 'Json', foreground: false, staleCleaned: false, pendingChunks: 0 });
+    expect(mounted.pid).toBe(await ws.daemonPid());
+    fs.writeFileSync(ws.path('kept'), randomBytes(200_000));
+    const synced = oneJson((await ws.unmount(ws.mnt, ['--wait-sync', '--json'])).stdout);
+    expect(synced).toMatchObject({ mountpoint: ws.mnt, vault: ws.vault, unmounted: true, staleCleaned: false, waited: true, syncComplete: true, pendingChunks: 0, pendingBytes: 0, unpublished: false });
+
+    const copy = join(ws.dir, 'copy');
+    const cloned = oneJson((await cofferOk(['clone', `file://${remote}`, copy, '--name', 'Copy', '--json'])).stdout);
+    expect(cloned).toMatchObject({ vault: copy, remote: `file://${remote}`, name: 'Copy', files: 1, bytes: 200_000 });
+    expect(cloned.manifest).toBeGreaterThanOrEqual(1);
+
+    // The remote refuses every upload: the unmount reports what stays queued, and even on a
+    // terminal --json neither asks nor waits.
+    await ws.mount(ws.mnt, { COFFER_FAULTS: 'fail=1,ops=put' }, ['--json']);
+    fs.writeFileSync(ws.path('queued'), randomBytes(300_000));
+    const terminal = onTerminal(['unmount', ws.mnt, '--json']);
+    expect(terminal.code, terminal.output).toBe(0);
+    expect(terminal.output).not.toMatch(/Wait for the upload|Not on the remote yet/);
+    const queued = oneJson(terminal.output);
+    expect(queued).toMatchObject({ mountpoint: ws.mnt, unmounted: true, waited: false, syncComplete: null, pendingFiles: 1, unpublished: true });
+    expect(queued.pendingChunks).toBeGreaterThan(0);
+    expect(queued.pendingBytes).toBeGreaterThanOrEqual(300_000);
+
+    // Rebuilt from the remote, which never got "queued": its chunks go aside.
+    const rebuilt = oneJson((await cofferOk(['rebuild-index', ws.vault, '--json'])).stdout);
+    expect(rebuilt).toMatchObject({ vault: ws.vault, files: 1, bytes: 200_000, chunksKeptAsideDir: join(ws.vault, 'lost+found', 'chunks') });
+    expect(rebuilt.chunksKeptAside).toBeGreaterThan(0);
+    expect((rebuilt.setAside as string[]).some((f) => f.includes('.damaged-'))).toBe(true);
+
+    // A daemon killed under its mount: unmount cleans the stale mount and says so.
+    const again = oneJson((await ws.mount(ws.mnt, undefined, ['--json'])).stdout);
+    process.kill(again.pid as number, 'SIGKILL');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(oneJson((await ws.unmount(ws.mnt, ['--json'])).stdout)).toEqual({ mountpoint: ws.mnt, vault: ws.vault, unmounted: true, staleCleaned: true });
+
+    const passwd = await cofferOk(['passwd', ws.vault, '--json'], { env: { COFFER_NEW_PASSPHRASE: 'another passphrase' } });
+    expect(oneJson(passwd.stdout)).toMatchObject({ vault: ws.vault, changed: true, remoteHeaderUpdated: true });
+    expect(passwd.stderr).not.toMatch(/Changed the passphrase/);
+    // Errors stay on stderr with their exit code; stdout stays empty.
+    const nothing = await coffer(['unmount', ws.mnt, '--json']);
+    expect(nothing).toMatchObject({ code: 1, stdout: '' });
+    expect(nothing.stderr).toMatch(/nothing is mounted/);
   });
 });
 

@@ -46,6 +46,7 @@ async function main(): Promise<void> {
           .positional('vault-dir', { type: 'string', demandOption: true, describe: 'a new or empty directory for the vault' })
           .option('remote', { type: 'string', describe: 'where the encrypted data goes (default: a folder inside the vault): file:///path or s3://bucket/prefix' })
           .option('name', { type: 'string', describe: `the volume name the mount shows (df, findmnt, mountinfo); default: the directory's name. Kept on this machine only` })
+          .option('json', { type: 'boolean', default: false, describe: 'print what was created as JSON' })
           .example('$0 init ~/vault', 'a vault whose remote is the folder ~/vault/remote')
           .example('$0 init ~/photos-vault --name Photos', 'mounts show up as "Photos"')
           .example('$0 init ~/vault --remote s3://my-bucket/coffer --s3-endpoint http://127.0.0.1:9000', 'a vault on an S3-compatible store'),
@@ -58,6 +59,7 @@ async function main(): Promise<void> {
           s3Region: argv['s3-region'],
           cacheSize: size(argv['cache-size']),
           passphraseFile: argv['passphrase-file'],
+          json: argv.json,
         }),
     )
     .command(
@@ -72,6 +74,7 @@ async function main(): Promise<void> {
           .option('log-level', { type: 'string', choices: LOG_LEVELS, describe: 'least important daemon log lines kept (else the config\'s logLevel, else info)' })
           .option('upload-limit', { type: 'string', describe: 'bytes per second sent to the remote, e.g. 2M; 0 for no limit (else the config\'s uploadLimit)' })
           .option('download-limit', { type: 'string', describe: 'bytes per second taken from the remote, e.g. 10M; 0 for no limit (else the config\'s downloadLimit)' })
+          .option('json', { type: 'boolean', default: false, describe: 'print what was mounted (with the daemon pid) as JSON once the mount is live' })
           .example('$0 mount ~/vault ~/Coffer', 'mount in the background; returns once ~/Coffer is live')
           .example('$0 mount ~/vault ~/Coffer --upload-limit 1M --log-level debug', 'send at most 1 MiB/s, and log each upload'),
       (argv) =>
@@ -86,6 +89,7 @@ async function main(): Promise<void> {
             uploadLimit: size(argv['upload-limit']),
             downloadLimit: size(argv['download-limit']),
           },
+          json: argv.json,
         }),
     )
     .command(
@@ -99,9 +103,11 @@ async function main(): Promise<void> {
             describe: 'first wait until the remote holds everything (with progress); --no-wait-sync: do not wait and do not ask. Without either, a terminal is asked',
           })
           .option('timeout', { type: 'number', describe: 'with --wait-sync: wait at most this many seconds, then unmount anyway (the rest stays queued)' })
+          .option('json', { type: 'boolean', default: false, describe: 'print what was unmounted and what is not uploaded yet as JSON; never asks (waits only with --wait-sync)' })
           .example('$0 unmount ~/Coffer', 'unmount now; says what is not uploaded yet (on a terminal, offers to wait)')
-          .example('$0 unmount ~/Coffer --wait-sync --timeout 60', 'upload for up to a minute, then unmount'),
-      (argv) => unmountCommand({ target: argv.target, waitSync: argv['wait-sync'], timeout: argv.timeout }),
+          .example('$0 unmount ~/Coffer --wait-sync --timeout 60', 'upload for up to a minute, then unmount')
+          .example('$0 unmount ~/Coffer --json', 'unmount now without asking; pendingChunks and pendingBytes say what stays queued'),
+      (argv) => unmountCommand({ target: argv.target, waitSync: argv['wait-sync'], timeout: argv.timeout, json: argv.json }),
     )
     .command(
       'status <target>',
@@ -134,6 +140,7 @@ async function main(): Promise<void> {
           .positional('remote-url', { type: 'string', demandOption: true, describe: 'file:///path or s3://bucket/prefix' })
           .positional('vault-dir', { type: 'string', demandOption: true, describe: 'a new or empty directory' })
           .option('name', { type: 'string', describe: `the volume name of this copy (names are never on the remote); default: the directory's name` })
+          .option('json', { type: 'boolean', default: false, describe: 'print what was cloned as JSON' })
           .example('$0 clone s3://my-bucket/coffer ~/vault --s3-endpoint http://127.0.0.1:9000', ''),
       (argv) =>
         cloneCommand({
@@ -144,6 +151,7 @@ async function main(): Promise<void> {
           s3Region: argv['s3-region'],
           cacheSize: size(argv['cache-size']),
           passphraseFile: argv['passphrase-file'],
+          json: argv.json,
         }),
     )
     .command(
@@ -160,8 +168,12 @@ async function main(): Promise<void> {
     .command(
       'rebuild-index <vault-dir>',
       'rebuild a lost or damaged local index from the remote (keeps the old files and unplaced chunks aside)',
-      (y) => y.positional('vault-dir', { type: 'string', demandOption: true }).example('$0 rebuild-index ~/vault', ''),
-      (argv) => rebuildIndexCommand({ vault: argv['vault-dir'], passphraseFile: argv['passphrase-file'] }),
+      (y) =>
+        y
+          .positional('vault-dir', { type: 'string', demandOption: true })
+          .option('json', { type: 'boolean', default: false, describe: 'print what was restored and what was moved aside as JSON' })
+          .example('$0 rebuild-index ~/vault', ''),
+      (argv) => rebuildIndexCommand({ vault: argv['vault-dir'], passphraseFile: argv['passphrase-file'], json: argv.json }),
     )
     .command(
       'passwd <vault-dir>',
@@ -170,8 +182,10 @@ async function main(): Promise<void> {
         y
           .positional('vault-dir', { type: 'string', demandOption: true })
           .option('new-passphrase-file', { type: 'string', describe: 'read the new passphrase from this file (else COFFER_NEW_PASSPHRASE, else a prompt asked twice)' })
+          .option('json', { type: 'boolean', default: false, describe: 'print the outcome as JSON' })
           .example('$0 passwd ~/vault', 'asks for the current passphrase, then the new one twice'),
-      (argv) => passwdCommand({ vault: argv['vault-dir'], passphraseFile: argv['passphrase-file'], newPassphraseFile: argv['new-passphrase-file'] }),
+      (argv) =>
+        passwdCommand({ vault: argv['vault-dir'], passphraseFile: argv['passphrase-file'], newPassphraseFile: argv['new-passphrase-file'], json: argv.json }),
     )
     .command(
       'ls-mounts',

@@ -9,6 +9,9 @@ import type { Target } from './target.js';
 /** Messages for the person at the terminal go to stderr; stdout is for results (JSON). */
 export const say = (line: string) => process.stderr.write(line + '\n');
 
+/** With --json: the command's result as one JSON object on one line of stdout. */
+export const printJson = (value: unknown) => process.stdout.write(JSON.stringify(value) + '\n');
+
 export async function waitFor(condition: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await condition())) {

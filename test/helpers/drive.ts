@@ -116,9 +116,10 @@ export class Workspace {
     writeFileSync(this.configPath, JSON.stringify({ ...config, ...change }, null, 2));
   }
 
-  async unmount(mnt = this.mnt): Promise<void> {
-    await cofferOk(['unmount', mnt]);
+  async unmount(mnt = this.mnt, extra: string[] = []): Promise<CliResult> {
+    const result = await cofferOk(['unmount', mnt, ...extra]);
     this.mounts.delete(mnt);
+    return result;
   }
 
   async remount(): Promise<void> {

@@ -1,8 +1,9 @@
+import { readConfig, volumeName } from '../../vault/config.js';
 import { cloneVault } from '../../vault/clone.js';
 import { checkVolumeName } from '../../vault/volume-name.js';
 import { formatBytes } from '../format.js';
 import { obtainPassphrase } from '../passphrase.js';
-import { say } from '../shared.js';
+import { printJson, say } from '../shared.js';
 
 export interface CloneArgs {
   remote: string;
@@ -12,6 +13,7 @@ export interface CloneArgs {
   s3Region?: string;
   cacheSize?: number;
   passphraseFile?: string;
+  json?: boolean;
 }
 
 export async function cloneCommand(args: CloneArgs): Promise<void> {
@@ -24,9 +26,24 @@ export async function cloneCommand(args: CloneArgs): Promise<void> {
     cacheSize: args.cacheSize,
     say,
   });
+  const elapsedMs = Date.now() - started;
+  if (args.json) {
+    const config = await readConfig(result.paths);
+    printJson({
+      vault: result.paths.dir,
+      remote: config.remote,
+      name: volumeName(config, result.paths),
+      manifest: result.manifest,
+      files: result.files,
+      bytes: result.bytes,
+      cacheSizeBytes: config.cacheSize,
+      elapsedMs,
+    });
+    return;
+  }
   say(
     `Cloned ${args.remote} into ${result.paths.dir} from manifest ${result.manifest}: ${result.files} files (${formatBytes(result.bytes)}) ` +
-      `in ${((Date.now() - started) / 1000).toFixed(1)} s. File contents download when read.`,
+      `in ${(elapsedMs / 1000).toFixed(1)} s. File contents download when read.`,
   );
   say(`Mount it with: coffer mount ${args.vault} <mountpoint>`);
 }

@@ -2,7 +2,7 @@ import { readConfig, volumeName } from '../../vault/config.js';
 import { initVault } from '../../vault/vault.js';
 import { checkVolumeName } from '../../vault/volume-name.js';
 import { obtainPassphrase } from '../passphrase.js';
-import { say } from '../shared.js';
+import { printJson, say } from '../shared.js';
 
 export interface InitArgs {
   vault: string;
@@ -12,6 +12,7 @@ export interface InitArgs {
   s3Region?: string;
   cacheSize?: number;
   passphraseFile?: string;
+  json?: boolean;
 }
 
 export async function initCommand(args: InitArgs): Promise<void> {
@@ -26,6 +27,17 @@ export async function initCommand(args: InitArgs): Promise<void> {
     cacheSize: args.cacheSize,
   });
   const config = await readConfig(paths);
+  if (args.json) {
+    printJson({
+      vault: paths.dir,
+      name: volumeName(config, paths),
+      remote: config.remote,
+      s3Endpoint: config.s3Endpoint ?? null,
+      s3Region: config.s3Region ?? null,
+      cacheSizeBytes: config.cacheSize,
+    });
+    return;
+  }
   say(`Created vault ${paths.dir} named ${JSON.stringify(volumeName(config, paths))} (remote ${config.remote}).`);
   say(`Mount it with: coffer mount ${args.vault} <mountpoint>`);
 }

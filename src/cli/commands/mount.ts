@@ -10,7 +10,7 @@ import { volumeName, withOverrides, type ConfigOverrides } from '../../vault/con
 import { readVaultHeaderRaw, unlockVault } from '../../vault/vault.js';
 import { formatBytes } from '../format.js';
 import { obtainPassphrase } from '../passphrase.js';
-import { cleanStaleMount, liveStatus, say } from '../shared.js';
+import { cleanStaleMount, liveStatus, printJson, say } from '../shared.js';
 import { resolveTarget } from '../target.js';
 
 export interface MountArgs {
@@ -19,6 +19,8 @@ export interface MountArgs {
   foreground: boolean;
   passphraseFile?: string;
   overrides: ConfigOverrides;
+  /** Print the result as one JSON object on stdout (in the foreground: once the mount is live). */
+  json?: boolean;
 }
 
 export async function mountCommand(args: MountArgs): Promise<void> {
@@ -39,14 +41,15 @@ export async function mountCommand(args: MountArgs): Promise<void> {
       `the vault ${vaultDir} is already mounted at ${target.info.mountpoint} (daemon pid ${target.info.pid}); unmount it first with: coffer unmount ${target.info.mountpoint}`,
     );
   }
-  await cleanStaleMount(mountpoint);
+  const staleCleaned = await cleanStaleMount(mountpoint);
   const mountStat = await stat(mountpoint).catch(() => undefined);
   if (!mountStat) throw new CofferError('BAD_ARGUMENT', `mountpoint ${mountpoint} does not exist; create it first (mkdir -p ${mountpoint})`);
   if (!mountStat.isDirectory()) throw new CofferError('BAD_ARGUMENT', `mountpoint ${mountpoint} is not a directory`);
   await checkFuseAccess();
   const passphrase = await obtainPassphrase({ passphraseFile: args.passphraseFile });
   const vault = await unlockVault(vaultDir, passphrase);
-  const shown = `${JSON.stringify(volumeName(vault.config, vault.paths))} (${vaultDir})`;
+  const name = volumeName(vault.config, vault.paths);
+  const shown = `${JSON.stringify(name)} (${vaultDir})`;
 
   if (args.foreground) {
     vault.config = withOverrides(vault.config, args.overrides);
@@ -56,7 +59,10 @@ export async function mountCommand(args: MountArgs): Promise<void> {
         vault,
         mountpoint,
         log,
-        onReady: () => say(`Mounted ${shown} at ${mountpoint}. Stop with Ctrl-C or: coffer unmount ${mountpoint}`),
+        onReady: () =>
+          args.json
+            ? printJson({ vault: vaultDir, mountpoint, name, pid: process.pid, foreground: true, staleCleaned })
+            : say(`Mounted ${shown} at ${mountpoint}. Stop with Ctrl-C or: coffer unmount ${mountpoint}`),
       });
     } finally {
       await log.close();
@@ -65,8 +71,24 @@ export async function mountCommand(args: MountArgs): Promise<void> {
   }
 
   await startBackgroundDaemon({ vault: vaultDir, mountpoint, masterKey: Buffer.from(vault.masterKey).toString('hex'), overrides: args.overrides }, vault.paths.log);
+  const started = await resolveTarget(vaultDir);
+  const status = await liveStatus(started, vaultDir).catch(() => undefined);
+  if (args.json) {
+    printJson({
+      vault: vaultDir,
+      mountpoint,
+      name,
+      pid: status?.pid ?? started.info?.pid ?? null,
+      foreground: false,
+      staleCleaned,
+      remote: vault.config.remote,
+      // Written before the last unmount and not yet on the remote: the daemon resumes their upload.
+      pendingChunks: status?.pendingChunks ?? null,
+      pendingBytes: status?.pendingBytes ?? null,
+    });
+    return;
+  }
   say(`Mounted ${shown} at ${mountpoint}.`);
-  const status = await liveStatus(await resolveTarget(vaultDir), vaultDir).catch(() => undefined);
   if (status && status.pendingChunks > 0) {
     say(`Resuming the upload of ${status.pendingChunks} chunks (${formatBytes(status.pendingBytes)}) written before the last unmount.`);
   }

@@ -1,25 +1,39 @@
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { CofferError } from '../../errors.js';
 import { rebuildIndex } from '../../vault/rebuild.js';
 import { unlockVault } from '../../vault/vault.js';
 import { formatBytes } from '../format.js';
 import { obtainPassphrase } from '../passphrase.js';
-import { say } from '../shared.js';
+import { printJson, say } from '../shared.js';
 import { resolveTarget } from '../target.js';
 
-export async function rebuildIndexCommand(args: { vault: string; passphraseFile?: string }): Promise<void> {
+export async function rebuildIndexCommand(args: { vault: string; passphraseFile?: string; json?: boolean }): Promise<void> {
   const target = await resolveTarget(resolve(args.vault));
   if (target.alive && target.info) {
     throw new CofferError('ALREADY_MOUNTED', `unmount the vault first: coffer unmount ${target.info.mountpoint}`);
   }
   const vault = await unlockVault(args.vault, await obtainPassphrase({ passphraseFile: args.passphraseFile }));
   const result = await rebuildIndex(vault, say);
+  const keptDir = join(vault.paths.lostFound, 'chunks');
+  if (args.json) {
+    printJson({
+      vault: vault.paths.dir,
+      remote: vault.config.remote,
+      manifest: result.manifest,
+      files: result.files,
+      bytes: result.bytes,
+      setAside: result.setAside,
+      chunksKeptAside: result.chunksKeptAside,
+      chunksKeptAsideDir: result.chunksKeptAside > 0 ? keptDir : null,
+    });
+    return;
+  }
   for (const file of result.setAside) say(`Kept the old index file as ${file}.`);
   say(`Rebuilt the index from manifest ${result.manifest} on the remote: ${result.files} files (${formatBytes(result.bytes)}).`);
   if (result.chunksKeptAside > 0) {
     say(
       `${result.chunksKeptAside} cached chunks that the remote's index does not name (written after its last publish) ` +
-        `were moved to ${vault.paths.lostFound}/chunks; nothing was deleted.`,
+        `were moved to ${keptDir}; nothing was deleted.`,
     );
   }
 }

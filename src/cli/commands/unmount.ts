@@ -5,7 +5,7 @@ import type { PendingUploads, UnmountResult } from '../../daemon/daemon.js';
 import { isDaemonAlive, removeDaemonInfo, removeMountRecord } from '../../daemon/registry.js';
 import { findMount, forceUnmount, isStaleMount } from '../../fs/mountinfo.js';
 import { formatBytes } from '../format.js';
-import { say, waitFor } from '../shared.js';
+import { printJson, say, waitFor } from '../shared.js';
 import { resolveTarget } from '../target.js';
 import { waitForSync } from './sync.js';
 
@@ -18,6 +18,8 @@ export interface UnmountArgs {
   waitSync?: boolean;
   /** Seconds: the longest to wait for the upload before unmounting anyway. */
   timeout?: number;
+  /** Print the result as one JSON object on stdout; never asks (no wait unless waitSync is true). */
+  json?: boolean;
 }
 
 const hasPending = (p: PendingUploads) => p.pendingChunks > 0 || p.unpublished;
@@ -60,7 +62,7 @@ export async function unmountCommand(args: UnmountArgs): Promise<void> {
   if (target.alive && target.info) {
     const { info } = target;
     let wait = args.waitSync === true;
-    if (args.waitSync === undefined && process.stdin.isTTY && process.stderr.isTTY) {
+    if (args.waitSync === undefined && !args.json && process.stdin.isTTY && process.stderr.isTTY) {
       // Someone is at the terminal: say what is still to upload and offer to wait for it.
       const pending = (await callDaemon(info.socket, { op: 'pending' }, 30_000).catch(() => undefined)) as PendingUploads | undefined;
       if (pending && hasPending(pending)) {
@@ -68,10 +70,26 @@ export async function unmountCommand(args: UnmountArgs): Promise<void> {
         wait = await askYesNo(`Wait for the upload before unmounting? [y/N] `, PROMPT_TIMEOUT_MS);
       }
     }
-    if (wait) await waitForSync(info.socket, { timeoutMs });
+    const synced = wait ? (await waitForSync(info.socket, { timeoutMs })).complete : undefined;
     const result = (await callDaemon(info.socket, { op: 'unmount' })) as UnmountResult;
     await waitFor(async () => !(await isDaemonAlive(info.pid)), 60_000, 'the daemon stopping');
     if (await findMount(info.mountpoint)) await forceUnmount(info.mountpoint);
+    if (args.json) {
+      printJson({
+        mountpoint: info.mountpoint,
+        vault: info.vault,
+        unmounted: true,
+        staleCleaned: false,
+        pendingFiles: result.pendingFiles,
+        pendingChunks: result.pendingChunks,
+        pendingBytes: result.pendingBytes,
+        unpublished: result.unpublished,
+        waited: wait,
+        // With --wait-sync: whether the remote got everything before the unmount (false: --timeout ran out).
+        syncComplete: synced ?? null,
+      });
+      return;
+    }
     say(`Unmounted ${info.mountpoint}.`);
     if (hasPending(result)) {
       say(
@@ -99,6 +117,10 @@ export async function unmountCommand(args: UnmountArgs): Promise<void> {
       );
     }
     await forceUnmount(mountpoint);
+    if (args.json) {
+      printJson({ mountpoint, vault: target.vault ?? target.info?.vault ?? null, unmounted: true, staleCleaned: true });
+      return;
+    }
     say(`Cleaned up the stale mount at ${mountpoint} (its daemon was no longer running).`);
     return;
   }
