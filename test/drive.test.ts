@@ -267,6 +267,14 @@ describe('command line', () => {
     const online = JSON.parse((await cofferOk(['status', ws.mnt, '--json'])).stdout);
     expect(online).toMatchObject({ mounted: true, files: 1, bytes: 1_500_000, chunks: 2 });
     expect(typeof online.pendingChunks).toBe('number');
+    // How long each kind of request took: 1.5 MB in writes of at most 128 KiB, then a close.
+    const { write, release } = online.fuseOps;
+    expect(write.count).toBeGreaterThanOrEqual(12);
+    expect(write.errors).toBe(0);
+    expect(release.count).toBe(1);
+    expect(write.p50Us).toBeGreaterThan(0);
+    expect(write.p50Us).toBeLessThanOrEqual(write.p99Us);
+    expect(write.p99Us).toBeLessThanOrEqual(write.maxUs);
     const text = (await cofferOk(['status', ws.vault])).stdout;
     expect(text).toMatch(/mounted:\s+yes/);
     expect(text).toMatch(/files:\s+1/);

@@ -17,6 +17,7 @@ import { VaultIndex, type IndexCounts } from '../index/vault-index.js';
 import { FileData, PREFETCH_CHUNKS } from '../fs/file-data.js';
 import { Filesystem } from '../fs/filesystem.js';
 import { mountFuse, type FuseSession } from '../fs/fuse.js';
+import { OpStats, type OpSummary } from '../fs/op-stats.js';
 import { findMount, isStaleMount, forceUnmount } from '../fs/mountinfo.js';
 import { remoteKeys, type RemoteBackend } from '../remote/backend.js';
 import { Syncer, type SyncStatus } from '../sync/syncer.js';
@@ -47,6 +48,8 @@ export interface DaemonStatus extends IndexCounts {
   cacheBytes: number;
   cacheLimitBytes: number;
   sync: SyncStatus;
+  /** How long the drive takes to answer each kind of FUSE request since the mount. */
+  fuseOps: Record<string, OpSummary>;
   /** The mount is gone and the daemon is uploading what it can before it exits (bounded). */
   stopping: boolean;
   /** Chunks whose upload keeps failing, with the last error (they are retried with backoff). */
@@ -168,6 +171,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   const readTimeoutMs = config.remoteReadTimeoutMs + throttleAllowanceMs;
   // The layers below report only what went wrong; each line says which chunk, inode or path.
   const logFn: LogFn = (message, fields) => log.error(message, fields);
+  const opStats = new OpStats();
   const sealer = new WorkerSealer({ keys: vault.keys, context: vault.dataContext, chunkSize: vault.header.chunkSize }, undefined, logFn);
   const store = new ChunkStore({
     sealer,
@@ -283,6 +287,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
       cacheBytes: cache.bytes,
       cacheLimitBytes: cache.limitBytes,
       sync: syncer.status(),
+      fuseOps: opStats.snapshot(),
       stopping: shuttingDown !== undefined,
       uploadErrors: index.lastUploadErrors(10),
     };
@@ -323,6 +328,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
       extraOptions: ['attr_timeout=0'],
       timeoutMs: 60_000,
       log: logFn,
+      opStats,
     });
     data.startIdleCommits();
     collector.start();

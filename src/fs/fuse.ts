@@ -15,6 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { FsError } from '../errors.js';
 import { toErrno } from './errno.js';
+import type { OpStats } from './op-stats.js';
 import type { LogFn } from '../logging.js';
 import { detachMount, findMount, waitUntilUnmounted } from './mountinfo.js';
 
@@ -115,6 +116,8 @@ export interface MountOptions {
   /** How long one operation may take before the kernel gets ETIMEDOUT. Default 60 s. */
   timeoutMs?: number;
   log: LogFn;
+  /** Where each operation's answer time is counted. */
+  opStats?: OpStats;
 }
 
 export interface FuseSession {
@@ -326,6 +329,7 @@ interface Binding {
   handlers: FuseHandlers;
   log: MountOptions['log'];
   optionString: string;
+  opStats?: OpStats;
 }
 
 /** Which operations fuse-native registers with libfuse; it only tests these for truthiness. */
@@ -367,12 +371,14 @@ function defineCofferFuse(Fuse: FuseNativeClass): FuseNativeClass {
      */
     #settle<T>(signal: Signal, op: string, path: string | null, run: () => Promise<T>, onOk: (value: T) => unknown[], onError: unknown[] = []): void {
       const log: LogFn = (message, fields) => this.#binding.log(message, path === null ? fields : { path, ...fields });
+      const started = process.hrtime.bigint();
       let replied = false;
       const reply = (args: unknown[]): void => {
         if (replied) return;
         replied = true;
         try {
           const [code, ...rest] = args;
+          this.#binding.opStats?.record(op, Number(process.hrtime.bigint() - started) / 1000, (code as number) < 0);
           signal(code as number, ...rest);
         } catch (err) {
           log(`${op}: replying to the kernel failed`, { op, err });
@@ -769,7 +775,7 @@ export async function mountFuse(mountpoint: string, handlers: FuseHandlers, opti
   }
 
   const Ctor = native.Fuse as unknown as new (mnt: string, binding: Binding, timeoutMs: number) => FuseNativeInstance;
-  const fuse = new Ctor(mnt, { handlers, log: options.log, optionString }, timeoutMs);
+  const fuse = new Ctor(mnt, { handlers, log: options.log, optionString, opStats: options.opStats }, timeoutMs);
   try {
     await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));
   } catch (err) {
