@@ -15,6 +15,7 @@ import { VaultIndex, type IndexCounts } from '../index/vault-index.js';
 import { FileData } from '../fs/file-data.js';
 import { Filesystem } from '../fs/filesystem.js';
 import { mountFuse, type FuseSession } from '../fs/fuse.js';
+import { vaultMountOptions } from '../fs/mount-options.js';
 import { findMount, isStaleMount, forceUnmount } from '../fs/mountinfo.js';
 import { remoteKeys, type RemoteBackend } from '../remote/backend.js';
 import { Syncer, type SyncStatus } from '../sync/syncer.js';
@@ -251,15 +252,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   try {
     await syncer.start();
     await refuseRolledBackRemote(syncer, log, config.remoteReadTimeoutMs);
-    session = await mountFuse(mountpoint, filesystem, {
-      fsname: 'coffer',
-      subtype: 'coffer',
-      // Hard links are separate nodes to the kernel under the path-based FUSE API, so a cached
-      // link count goes stale when another name of the same file changes: always ask.
-      extraOptions: ['attr_timeout=0'],
-      timeoutMs: 60_000,
-      log: (message, err) => log.error(message, err),
-    });
+    session = await mountFuse(mountpoint, filesystem, vaultMountOptions((message, err) => log.error(message, err)));
     data.startIdleCommits();
     collector.start();
     void backend.capabilities().then(
