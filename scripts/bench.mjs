@@ -28,7 +28,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   Interrupted, UsageError, beginCleanup, dropCaches, hostInfo, installSignalHandlers, integerArg, interruptedBy, keepDaemonLog,
-  mustRun, processAlive, progress, reapServers, releaseMount, removeDirUnlessMounted, runMain, sampleRss, setProgramName, sh, timestampForFile, warn,
+  isMounted, mustRun, processAlive, progress, reapServers, releaseMount, removeDirUnlessMounted, runMain, sampleRss, setProgramName, sh, timestampForFile, warn,
 } from './lib/bench-harness.mjs';
 import { TARGETS } from './lib/bench-targets.mjs';
 
@@ -146,12 +146,15 @@ async function makeTarball(tree, limit, work) {
   const tarball = join(work, 'tree.tar');
   const parent = dirname(tree);
   const name = tree.slice(parent.length).replace(/^\//, '') || '.';
+  // Symlinks are stored as the files they point to, and files seen twice as copies rather than
+  // hard links: rclone's mount can make neither, and a tree it cannot untar would leave it out
+  // of the comparison.
   if (limit > 0) {
     const list = join(work, 'tree.list');
     await sh('listing the source tree', 'cd "$1" && find "$2" -type f | LC_ALL=C sort | head -n "$3" > "$4"', [parent, name, String(limit), list], 300_000);
-    await mustRun('making the tarball', 'tar', ['-cf', tarball, '-C', parent, '-T', list], 600_000);
+    await mustRun('making the tarball', 'tar', ['--dereference', '--hard-dereference', '-cf', tarball, '-C', parent, '-T', list], 600_000);
   } else {
-    await mustRun('making the tarball', 'tar', ['-cf', tarball, '-C', parent, name], 600_000);
+    await mustRun('making the tarball', 'tar', ['--dereference', '--hard-dereference', '-cf', tarball, '-C', parent, name], 600_000);
   }
   const listing = await mustRun('listing the tarball', 'tar', ['-tvf', tarball, '--numeric-owner'], 300_000);
   let files = 0;
@@ -181,7 +184,9 @@ function defineWorkloads(opts, source, tarball) {
   const t = {
     big: 120_000 + opts.sizeMiB * 1000, // deadlines only catch a hang: 1 MiB/s
     files: 120_000 + opts.files * 50,
-    rand: 120_000 + opts.randOps * 50,
+    // Coffer rewrites a whole 1 MiB chunk per random write once they spread past its write
+    // buffers (~25 ms each on a busy 2-core machine): room for 10x that.
+    rand: 120_000 + opts.randOps * 250,
     tree: 120_000 + tarball.files * 100,
     ls: 120_000 + opts.lsEntries * 20,
   };
@@ -263,7 +268,7 @@ function defineWorkloads(opts, source, tarball) {
     },
     {
       id: 'untar',
-      label: `untar ${tarball.files} files (${(tarball.bytes / 1e6).toFixed(1)} MB) of ${tarball.source} with tar -xf`,
+      label: `untar ${tarball.files} files (${(tarball.bytes / 1e6).toFixed(1)} MB) of ${tarball.source}, links dereferenced, with tar -xf`,
       unit: 'files/s',
       async before(s) {
         await mustRun(`creating ${tree(s)}`, 'mkdir', [tree(s)], t.tree);
@@ -384,6 +389,12 @@ async function startTargets(opts, work) {
   return entries;
 }
 
+/** Whether a target's mount and serving process are still there after a workload failed. */
+function stillServing(entry) {
+  if (entry.instance?.pid !== undefined && !processAlive(entry.instance.pid)) return false;
+  return !entry.owned || isMounted(entry.owned.mountpoint);
+}
+
 /** Marks a target failed, keeps its daemon log, and releases its mount; the others go on. */
 async function failTarget(entry, err, during) {
   entry.status = 'failed';
@@ -457,7 +468,11 @@ function formatFigure(v) {
   if (v >= 100) return String(Math.round(v));
   return v >= 10 ? v.toFixed(1) : v.toFixed(2);
 }
-const formatRatio = (r) => (r === null || r === undefined ? '-' : `${r >= 10 ? r.toFixed(1) : r >= 0.1 ? r.toFixed(2) : r.toFixed(3)}x`);
+function formatRatio(r) {
+  if (r === null || r === undefined) return '-';
+  // Two significant digits at least: a ratio of 0.0003 must not print as 0.000.
+  return `${r >= 10 ? r.toFixed(1) : r >= 0.1 ? r.toFixed(2) : r.toPrecision(2)}x`;
+}
 const formatMiB = (bytes) => (bytes ? `${(bytes / MiB).toFixed(1)} MiB` : '-');
 
 function table(rows) {
@@ -477,7 +492,8 @@ function renderText(report) {
     'targets:',
   ];
   for (const [name, t] of Object.entries(report.targets)) {
-    out.push(`  ${name.padEnd(10)} ${t.status === 'ok' ? `${t.version ?? ''}: ${t.what}` : `${t.status.toUpperCase()}: ${t.reason}`}`);
+    // A failure's first line only; the details follow the tables.
+    out.push(`  ${name.padEnd(10)} ${t.status === 'ok' ? `${t.version ?? ''}: ${t.what}` : `${t.status.toUpperCase()}: ${t.reason.split('\n')[0]}`}`);
   }
   const ran = Object.entries(report.targets).filter(([, t]) => t.status !== 'skipped').map(([n]) => n);
   for (const w of Object.values(report.workloads)) {
@@ -486,7 +502,7 @@ function renderText(report) {
     for (const name of ran) {
       const r = w.results[name];
       if (!r) {
-        rows.push([name, 'failed', '', '', '', '', '']);
+        rows.push([name, 'FAILED', '', '', '', '', '']);
         continue;
       }
       rows.push([
@@ -506,6 +522,12 @@ function renderText(report) {
     'vs plain / vs ceiling: this target\'s figure over the plain directory\'s / the do-nothing FUSE filesystem\'s (more is better).',
     'peak RSS: of the process serving the mount, during the timed part. settle: time its background work took afterwards.',
   );
+  for (const w of Object.values(report.workloads)) {
+    for (const [name, reasons] of Object.entries(w.failures)) out.push(`FAILED: ${w.id} on ${name}: ${reasons[0].split('\n').slice(0, 4).join(' / ')}`);
+  }
+  for (const [name, t] of Object.entries(report.targets)) {
+    if (t.status === 'failed') out.push(`FAILED: ${name}: ${t.reason.split('\n').slice(0, 4).join(' / ')}`);
+  }
   for (const note of report.notes) out.push(`note: ${note}`);
   return out.join('\n') + '\n';
 }
@@ -553,6 +575,7 @@ async function main() {
 
     targets = await startTargets(opts, work);
     const results = Object.fromEntries(workloads.map((w) => [w.id, {}]));
+    const failures = Object.fromEntries(workloads.map((w) => [w.id, {}]));
     for (let run = 1; run <= opts.runs; run++) {
       for (const w of workloads) {
         for (const entry of targets.filter((e) => e.status === 'ok')) {
@@ -563,7 +586,13 @@ async function main() {
             progress(`  ${formatFigure(r.value)} ${w.unit}${r.peakRssBytes ? `, peak RSS ${formatMiB(r.peakRssBytes)}` : ''}${r.settleSeconds > 0.05 ? `, settled in ${r.settleSeconds.toFixed(1)} s` : ''}`);
           } catch (err) {
             if (err instanceof Interrupted) throw err;
-            await failTarget(entry, err, `${w.id}, run ${run}`);
+            if (!stillServing(entry)) {
+              await failTarget(entry, err, `${w.id}, run ${run}`);
+              continue;
+            }
+            // One workload the filesystem cannot do is a finding, not a reason to drop it.
+            (failures[w.id][entry.name] ??= []).push(`run ${run}: ${err.message}`);
+            warn(`${entry.name}: ${w.id} FAILED (its mount is still up; going on): ${err.message.split('\n').slice(0, 3).join(' / ')}`);
           }
         }
       }
@@ -581,7 +610,7 @@ async function main() {
       }
     }
 
-    report = buildReport(opts, host, source, tarball, workloads, targets, results);
+    report = buildReport(opts, host, source, tarball, workloads, targets, results, failures);
   } catch (err) {
     failed = true;
     if (err instanceof Interrupted) progress(`${err.message}; cleaning up`);
@@ -596,10 +625,11 @@ async function main() {
   if (interruptedBy()) return 130;
   if (failed) return 1;
   process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : renderText(report));
-  return targets.some((t) => t.status === 'failed') ? 1 : 0;
+  const anyWorkloadFailed = Object.values(report.workloads).some((w) => Object.keys(w.failures).length > 0);
+  return targets.some((t) => t.status === 'failed') || anyWorkloadFailed ? 1 : 0;
 }
 
-function buildReport(opts, host, source, tarball, workloads, targets, results) {
+function buildReport(opts, host, source, tarball, workloads, targets, results, failures) {
   const byWorkload = {};
   for (const w of workloads) {
     const summaries = Object.fromEntries(
@@ -609,7 +639,7 @@ function buildReport(opts, host, source, tarball, workloads, targets, results) {
       s.ratioToPlain = ratio(s.median, summaries.plain?.median);
       s.ratioToCeiling = ratio(s.median, summaries.ceiling?.median);
     }
-    byWorkload[w.id] = { id: w.id, label: w.label, unit: w.unit, coldCache: !!w.coldCache, results: summaries };
+    byWorkload[w.id] = { id: w.id, label: w.label, unit: w.unit, coldCache: !!w.coldCache, results: summaries, failures: failures[w.id] };
   }
   const parameters = {
     smoke: opts.smoke,

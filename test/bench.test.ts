@@ -94,6 +94,7 @@ describe('the benchmark suite', () => {
     const ran = Object.keys(targets).filter((name) => targets[name].status === 'ok');
     expect(Object.keys(report.workloads)).toEqual(WORKLOADS);
     for (const id of WORKLOADS) {
+      expect(report.workloads[id].failures, id).toEqual({});
       const results = report.workloads[id].results;
       expect(Object.keys(results).sort(), id).toEqual([...ran].sort());
       for (const name of ran) {
