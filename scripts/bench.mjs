@@ -75,7 +75,9 @@ Peers that are not installed are skipped with a note. On Debian 12 install them 
 
 Needs a built tree (npx tsc -p tsconfig.json), /dev/fuse, fusermount (Debian: fuse3), and
 root to drop the page cache before reads (without it, read figures may come from memory).
-The full default run takes the better part of an hour; --runs 1 about a third of that.
+At the default sizes one run (--runs 1) took about 30 minutes on a busy 2-core machine, most
+of it spent making the 100,000-entry directory on CryFS (~15 min) and Coffer's random writes;
+the directory is made once, so the default three runs take about an hour.
 `;
 
 // ---------------------------------------------------------------------------------------------
