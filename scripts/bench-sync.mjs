@@ -46,13 +46,19 @@
 // - Times are wall-clock times of the whole child process (its start-up included); the
 //   coffer CLI's own start-up is measured once and printed, as it is part of every coffer
 //   step. MiB = 2^20 bytes throughout.
-import { spawn } from 'node:child_process';
 import { randomBytes, randomFillSync, randomInt } from 'node:crypto';
 import { createHash } from 'node:crypto';
 import { closeSync, copyFileSync, cpSync, existsSync, fsyncSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import {
+  Interrupted, UsageError, beginCleanup, checkInterrupt, describeExit, dropCaches as dropPageCache, installSignalHandlers,
+  integerArg, interruptedBy, isMounted, keepDaemonLog, lastJson, processAlive, progress, releaseMount, removeDirUnlessMounted,
+  run, runMain, setProgramName, sh, sleep, tailOf, timestampForFile, warn, yieldToSignals,
+} from './lib/bench-harness.mjs';
+
+setProgramName('bench-sync');
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 // Set by snapshotBuild(): the coffer CLI and modules of this run's private copy of dist/.
@@ -86,16 +92,9 @@ Needs a built tree (npx tsc -p tsconfig.json), /dev/fuse, and root to drop the p
 // ---------------------------------------------------------------------------------------------
 // Command line
 
-class UsageError extends Error {}
-
 function parseArgs(argv) {
   const opts = { files: 10000, uploadMiB: 512, remotes: ['file', 's3'], json: false };
-  const integer = (flag, value, min, max) => {
-    if (value === undefined || !/^\d+$/.test(value)) throw new UsageError(`${flag} needs a whole number, got ${JSON.stringify(value ?? '')}`);
-    const n = Number(value);
-    if (n < min || n > max) throw new UsageError(`${flag} must be between ${min} and ${max}, got ${n}`);
-    return n;
-  };
+  const integer = integerArg;
   for (let i = 0; i < argv.length; i++) {
     const [flag, inline] = argv[i].split(/=(.*)/s, 2);
     const value = () => (inline !== undefined ? inline : argv[++i]);
@@ -121,81 +120,6 @@ function parseArgs(argv) {
 // ---------------------------------------------------------------------------------------------
 // Children
 
-const liveChildren = new Map();
-let interrupted;
-let cleaningUp = false;
-
-class Interrupted extends Error {
-  constructor(signal) {
-    super(`interrupted by ${signal}`);
-    this.signal = signal;
-  }
-}
-
-const checkInterrupt = () => {
-  if (interrupted) throw new Interrupted(interrupted);
-};
-
-/**
- * Runs a command to completion: { code, signal, stdout, stderr, seconds, timedOut }.
- * On a timeout or an interrupt the child gets SIGKILL but is not waited for: a process
- * blocked in a FUSE request sleeps in the kernel until the daemon answers or dies, and only
- * the cleanup (which ends that daemon) can release it.
- */
-function run(cmd, args, { env, timeoutMs = 0, cleanup = false, killOnInterrupt = true } = {}) {
-  if (interrupted && !cleanup) return Promise.reject(new Interrupted(interrupted));
-  return new Promise((resolveRun, rejectRun) => {
-    const started = process.hrtime.bigint();
-    const child = spawn(cmd, args, { env: env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-    let stdout = '';
-    let stderr = '';
-    let settled = false;
-    const finish = (outcome) => {
-      if (settled) return;
-      settled = true;
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      clearTimeout(timer);
-      liveChildren.delete(child);
-      if (outcome instanceof Error) return rejectRun(outcome);
-      if (interrupted && !cleanup) return rejectRun(new Interrupted(interrupted));
-      resolveRun({ stdout, stderr, seconds, timedOut: false, ...outcome });
-    };
-    const abandon = (outcome) => {
-      child.kill('SIGKILL');
-      child.stdout.destroy();
-      child.stderr.destroy();
-      child.unref();
-      finish(outcome);
-    };
-    if (killOnInterrupt) liveChildren.set(child, () => abandon(new Interrupted(interrupted)));
-    child.stdout.setEncoding('utf8').on('data', (d) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d) => (stderr += d));
-    const timer = timeoutMs > 0 ? setTimeout(() => abandon({ code: null, signal: 'SIGKILL', timedOut: true }), timeoutMs) : undefined;
-    child.on('error', (err) => finish(new Error(`cannot run ${cmd}: ${err.message}`)));
-    child.on('close', (code, signal) => finish({ code, signal }));
-  });
-}
-
-const describeExit = (r) => (r.timedOut ? 'timed out' : r.signal ? `killed by ${r.signal}` : `exit code ${r.code}`);
-
-/** A child's stderr for an error message: its last lines, indented (cp on a dead mount prints one per file). */
-function tailOf(stderr, lines = 15) {
-  const all = stderr.trim().split('\n').filter(Boolean);
-  if (all.length === 0) return '';
-  const shown = all.slice(-lines).map((l) => `  ${l}`).join('\n');
-  return `\n${all.length > lines ? `  ... (${all.length - lines} earlier lines)\n` : ''}${shown}`;
-}
-
-/** A shell snippet in a child (for redirections and globs); fails loudly unless it exits 0. */
-async function sh(what, script, args, timeoutMs) {
-  const r = await run('sh', ['-c', script, 'sh', ...args], { timeoutMs });
-  if (r.code !== 0) {
-    const hint = r.timedOut ? ` after ${Math.round(timeoutMs / 1000)} s (a hung mount looks like this)` : '';
-    throw new Error(`${what} failed: ${describeExit(r)}${hint}${tailOf(r.stderr)}`);
-  }
-  return r;
-}
-
 let cofferEnv = { ...process.env };
 
 // `sync --wait`, `status` and `--help` only watch or ask, so a Ctrl-C may cut them short; the
@@ -210,54 +134,8 @@ async function coffer(args, { env = cofferEnv, timeoutMs = 300_000, cleanup = fa
   return r;
 }
 
-/** The last line of a command's stdout that is a JSON object. */
-function lastJson(stdout, what) {
-  const line = stdout.trim().split('\n').reverse().find((l) => l.startsWith('{'));
-  if (!line) throw new Error(`${what} printed no JSON: ${JSON.stringify(stdout.slice(-500))}`);
-  return JSON.parse(line);
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** Lets a pending Ctrl-C be seen during long in-process loops, and acts on it. */
-async function yieldToSignals() {
-  await new Promise((r) => setImmediate(r));
-  checkInterrupt();
-}
-
 // ---------------------------------------------------------------------------------------------
 // Observing the system
-
-function unescapeMountField(field) {
-  return field.replace(/\\([0-7]{3})/g, (_, oct) => String.fromCharCode(parseInt(oct, 8)));
-}
-
-function readMounts() {
-  const mounts = [];
-  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const fields = line.split(' ');
-    const dash = fields.indexOf('-', 6);
-    if (dash < 0) continue;
-    mounts.push({ mountpoint: unescapeMountField(fields[4]), fstype: unescapeMountField(fields[dash + 1]) });
-  }
-  return mounts;
-}
-
-const isMounted = (path) => readMounts().some((m) => m.mountpoint === path);
-const mountsUnder = (dir) => readMounts().filter((m) => m.mountpoint === dir || m.mountpoint.startsWith(dir + '/'));
-
-function processAlive(pid) {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    return err.code === 'EPERM';
-  }
-  try {
-    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  } catch {
-    return false;
-  }
-}
 
 /** Coffer daemons of other users of this machine: their work competes with ours for 2 CPUs. */
 function otherDaemons(ours) {
@@ -562,16 +440,15 @@ async function s3GetBaseline(s3, prefix) {
 // ---------------------------------------------------------------------------------------------
 // The two benchmarks
 
-const progress = (msg) => process.stderr.write(`bench-sync: ${msg}\n`);
 const mibps = (bytes, seconds) => bytes / MiB / seconds;
 const fmtS = (s) => `${s.toFixed(s < 10 ? 2 : 1)} s`;
 const fmtMs = (s) => `${Math.round(s * 1000)} ms`;
 const fmtRate = (r) => `${r.toFixed(r < 10 ? 2 : 1)} MiB/s`;
 
 async function dropCaches(notes) {
-  const r = await run('sh', ['-c', 'sync && echo 3 > /proc/sys/vm/drop_caches'], { timeoutMs: 300_000 });
-  if (r.code === 0) return true;
-  const note = `could not drop the page cache (${r.stderr.trim() || describeExit(r)}): first reads may be served from memory`;
+  const r = await dropPageCache();
+  if (r.dropped) return true;
+  const note = `could not drop the page cache (${r.reason}): first reads may be served from memory`;
   if (!notes.includes(note)) notes.push(note);
   return false;
 }
@@ -914,11 +791,11 @@ async function main() {
     if (err instanceof Interrupted) progress(`${err.message}; cleaning up`);
     else process.stderr.write(`bench-sync: FAILED: ${err.message}\n`);
   } finally {
-    cleaningUp = true;
-    if (failed && !interrupted) {
+    beginCleanup();
+    if (failed && !interruptedBy()) {
       // The daemons this run still had mounted, and the vault it touched last.
       for (const [mnt, { pid }] of owned.mounts) {
-        if (pid && !processAlive(pid)) process.stderr.write(`bench-sync: the daemon for ${mnt} (pid ${pid}) is no longer running\n`);
+        if (pid && !processAlive(pid)) warn(`the daemon for ${mnt} (pid ${pid}) is no longer running`);
       }
       const vaults = new Set([...[...owned.mounts.values()].map((m) => m.vault), ...vaultsSeen.slice(-1)]);
       for (const vault of vaults) reportDaemonLog(vault);
@@ -926,7 +803,7 @@ async function main() {
     await cleanup();
   }
 
-  if (interrupted) return 130;
+  if (interruptedBy()) return 130;
   if (failed) return 1;
   process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : renderTable(report));
   return 0;
@@ -934,17 +811,8 @@ async function main() {
 
 /** Shows the end of a vault's daemon log and keeps a copy, since the workdir is about to go. */
 function reportDaemonLog(vault) {
-  const log = join(vault, 'logs', 'daemon.log');
-  if (!existsSync(log)) return;
-  try {
-    const lines = readFileSync(log, 'utf8').trimEnd().split('\n');
-    process.stderr.write(`bench-sync: last lines of ${log}:\n${lines.slice(-40).map((l) => `  ${l}`).join('\n')}\n`);
-    const kept = join(os.tmpdir(), `coffer-bench-sync-${new Date().toISOString().replace(/[:.]/g, '-')}-${vault.split('/').slice(-2).join('-')}.daemon.log`);
-    copyFileSync(log, kept);
-    process.stderr.write(`bench-sync: the full log is kept at ${kept}\n`);
-  } catch (err) {
-    process.stderr.write(`bench-sync: could not read ${log}: ${err.message}\n`);
-  }
+  const kept = join(os.tmpdir(), `coffer-bench-sync-${timestampForFile()}-${vault.split('/').slice(-2).join('-')}.daemon.log`);
+  keepDaemonLog(join(vault, 'logs', 'daemon.log'), kept);
 }
 
 async function stopRgw() {
@@ -953,7 +821,7 @@ async function stopRgw() {
   const pids = [...new Set([...owned.rgwPids, ...readPidFiles(dir)])];
   progress(`stopping the RADOS Gateway (${dir})`);
   const r = await run('bash', [RGW, 'down', dir], { timeoutMs: 60_000, cleanup: true }).catch((err) => ({ code: -1, stderr: err.message }));
-  if (r.code !== 0) process.stderr.write(`bench-sync: scripts/rgw.sh down ${dir} failed: ${r.stderr?.trim() || describeExit(r)}\n`);
+  if (r.code !== 0) warn(`scripts/rgw.sh down ${dir} failed: ${r.stderr?.trim() || describeExit(r)}`);
   // Killed daemons linger as zombies until init reaps them.
   for (const until = Date.now() + 10_000; Date.now() < until; ) {
     if (!pids.some((pid) => existsSync(`/proc/${pid}`))) break;
@@ -970,68 +838,21 @@ async function stopRgw() {
 async function cleanup() {
   for (const [mnt, entry] of owned.mounts) {
     entry.pid ??= daemonInfo(entry.vault)?.pid;
-    const daemonAlive = () => entry.pid !== undefined && processAlive(entry.pid);
-    if (!isMounted(mnt) && !daemonAlive()) continue;
-    progress(`unmounting ${mnt}`);
-    try {
-      await coffer(['unmount', mnt], { timeoutMs: 120_000, cleanup: true });
-    } catch (err) {
-      process.stderr.write(`bench-sync: ${err.message}\n`);
-    }
-    if (isMounted(mnt)) {
-      progress(`${mnt} is still mounted; detaching it with umount -l`);
-      const r = await run('umount', ['-l', mnt], { timeoutMs: 60_000, cleanup: true }).catch((err) => ({ code: -1, stderr: err.message }));
-      if (r.code !== 0) process.stderr.write(`bench-sync: umount -l ${mnt} failed: ${r.stderr?.trim() || describeExit(r)}\n`);
-    }
-    for (const [signal, waitMs] of [[null, 10_000], ['SIGTERM', 10_000], ['SIGKILL', 5_000]]) {
-      if (!daemonAlive()) break;
-      if (signal) {
-        progress(`daemon pid ${entry.pid} is still running; sending ${signal}`);
-        try { process.kill(entry.pid, signal); } catch { /* already gone */ }
-      }
-      for (const until = Date.now() + waitMs; daemonAlive() && Date.now() < until; ) await sleep(100);
-    }
-    if (daemonAlive()) process.stderr.write(`bench-sync: daemon pid ${entry.pid} would not stop\n`);
+    await releaseMount({
+      mountpoint: mnt,
+      pid: entry.pid,
+      gracefulStop: () => coffer(['unmount', mnt], { timeoutMs: 120_000, cleanup: true }),
+    });
   }
   owned.mounts.clear();
 
   await stopRgw();
 
-  for (const dir of owned.dirs) {
-    const leftovers = mountsUnder(dir);
-    if (leftovers.length > 0) {
-      process.stderr.write(`bench-sync: NOT removing ${dir}: still mounted there: ${leftovers.map((m) => m.mountpoint).join(', ')}\n`);
-      continue;
-    }
-    try {
-      rmSync(dir, { recursive: true, force: true });
-    } catch (err) {
-      process.stderr.write(`bench-sync: could not remove ${dir}: ${err.message}\n`);
-    }
-  }
+  for (const dir of owned.dirs) removeDirUnlessMounted(dir);
 }
 
-function onSignal(signal) {
-  if (cleaningUp) {
-    progress(`${signal} received; still cleaning up, please wait`);
-    return;
-  }
-  if (interrupted) {
-    progress(`${signal} received; already stopping`);
-    return;
-  }
-  interrupted = signal;
-  progress(`${signal} received; stopping (a coffer init/mount/clone/unmount under way is let finish), then cleaning up`);
-  for (const giveUp of [...liveChildren.values()]) giveUp();
-}
-process.on('SIGINT', onSignal);
-process.on('SIGTERM', onSignal);
-process.on('SIGHUP', onSignal);
+installSignalHandlers({
+  onInterrupt: (signal) => progress(`${signal} received; stopping (a coffer init/mount/clone/unmount under way is let finish), then cleaning up`),
+});
 
-main().then(
-  (code) => process.exit(code),
-  (err) => {
-    process.stderr.write(`bench-sync: unexpected error: ${err?.stack ?? err}\n`);
-    process.exit(1);
-  },
-);
+runMain(main);

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // The I/O half of scripts/bench.mjs. bench.mjs runs every workload in a child like this one
-// so that no I/O on a Coffer mount ever happens in the process that drives the benchmark, and
-// so that the plain directory and the mount are exercised by byte-for-byte the same code.
+// so that no I/O on a mount ever happens in the process that drives the benchmark (or in the
+// one that serves the mount), and so that every target is exercised by byte-for-byte the same
+// code.
 //
 // Each command prints one JSON line on stdout. Timed commands measure only their I/O loop:
 // node's start-up (~50 ms) would otherwise be a visible share of the small-file workload.
@@ -12,11 +13,17 @@
 //   bench-workload.mjs read <path>                      read in 1 MiB reads, discard (timed)
 //   bench-workload.mjs hash <path>                      sha256 of a file (untimed)
 //   bench-workload.mjs files <dir> <count> <bytes>      create <count> files of random content (timed)
+//   bench-workload.mjs randread <path> <ops> <seed>     4 KiB preads at random aligned offsets (timed)
+//   bench-workload.mjs randwrite <path> <ops> <seed>    4 KiB pwrites at random aligned offsets, then fsync (timed)
+//   bench-workload.mjs stat <dir> <count>               lstat every entry of a directory (timed)
+//   bench-workload.mjs delete <dir> <count>             unlink every entry of a directory, then rmdir it (timed)
+//   bench-workload.mjs readtree <dir>                   read every file under a directory (timed)
 import { createHash, randomFillSync } from 'node:crypto';
-import { closeSync, fsyncSync, mkdirSync, openSync, readSync, readdirSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readSync, readdirSync, rmdirSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 
 const BLOCK = 1024 * 1024;
+const PAGE = 4096;
 
 const now = () => process.hrtime.bigint();
 const seconds = (start) => Number(now() - start) / 1e9;
@@ -43,6 +50,33 @@ function readBlocks(path, each) {
   }
   return total;
 }
+
+/**
+ * mulberry32: a small seeded generator, so that every target gets the same offsets in the same
+ * order and a run can be repeated exactly. Returns integers in [0, 2^32).
+ */
+function seededRandom(seed) {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (t ^ (t >>> 14)) >>> 0;
+  };
+}
+
+/** `ops` page-aligned offsets inside a file of `bytes`, drawn from `seed`. */
+function randomOffsets(bytes, ops, seed) {
+  const pages = Math.floor(bytes / PAGE);
+  if (pages < 1) throw new Error(`the file has ${bytes} bytes, less than one ${PAGE}-byte block`);
+  const next = seededRandom(seed);
+  // Two draws per offset: a single 32-bit draw could not reach every page of files above 16 TiB.
+  return Float64Array.from({ length: ops }, () => ((next() * 2 ** 32 + next()) % pages) * PAGE);
+}
+
+/** The names `files` and `entries` create: sorted order is creation order. */
+const entryName = (i) => `f${String(i).padStart(7, '0')}`;
 
 const commands = {
   source(path, bytesArg) {
@@ -117,7 +151,7 @@ const commands = {
     mkdirSync(dir, { recursive: true });
     const start = now();
     for (let i = 0; i < count; i++) {
-      const fd = openSync(join(dir, `f${String(i).padStart(6, '0')}`), 'wx');
+      const fd = openSync(join(dir, entryName(i)), 'wx');
       try {
         writeAll(fd, payload.subarray(i * size, (i + 1) * size), size);
       } finally {
@@ -128,6 +162,86 @@ const commands = {
     const listed = readdirSync(dir).length;
     if (listed !== count) throw new Error(`created ${count} files in ${dir} but the directory lists ${listed}`);
     return { files: count, bytes: count * size, seconds: elapsed };
+  },
+
+  randread(path, opsArg, seedArg) {
+    const fd = openSync(path, 'r');
+    try {
+      const offsets = randomOffsets(fstatSync(fd).size, Number(opsArg), Number(seedArg));
+      const buf = Buffer.allocUnsafe(PAGE);
+      const start = now();
+      for (const offset of offsets) {
+        const n = readSync(fd, buf, 0, PAGE, offset);
+        if (n !== PAGE) throw new Error(`short read at ${offset}: ${n} of ${PAGE} bytes`);
+      }
+      return { ops: offsets.length, bytes: offsets.length * PAGE, seconds: seconds(start) };
+    } finally {
+      closeSync(fd);
+    }
+  },
+
+  randwrite(path, opsArg, seedArg) {
+    const fd = openSync(path, 'r+');
+    try {
+      const offsets = randomOffsets(fstatSync(fd).size, Number(opsArg), Number(seedArg));
+      // Fresh random content for every write, made before the clock starts: a repeated block
+      // would let a deduplicating filesystem skip work.
+      const payload = Buffer.allocUnsafe(offsets.length * PAGE);
+      randomFillSync(payload);
+      const start = now();
+      offsets.forEach((offset, i) => {
+        for (let done = 0; done < PAGE; ) done += writeSync(fd, payload, i * PAGE + done, PAGE - done, offset + done);
+      });
+      // IOPS that survive a crash: the writes count once they are durable.
+      fsyncSync(fd);
+      return { ops: offsets.length, bytes: offsets.length * PAGE, seconds: seconds(start) };
+    } finally {
+      closeSync(fd);
+    }
+  },
+
+  stat(dir, countArg) {
+    // Listing and lstat of every entry, as `ls -l` or a backup tool walks a directory.
+    const start = now();
+    const names = readdirSync(dir);
+    for (const name of names) lstatSync(join(dir, name));
+    const elapsed = seconds(start);
+    if (names.length !== Number(countArg)) throw new Error(`${dir} lists ${names.length} entries, expected ${countArg}`);
+    return { files: names.length, seconds: elapsed };
+  },
+
+  delete(dir, countArg) {
+    const count = Number(countArg);
+    // The names are known: `files` made them. Listing them is not part of deleting.
+    const start = now();
+    for (let i = 0; i < count; i++) unlinkSync(join(dir, entryName(i)));
+    rmdirSync(dir);
+    return { files: count, seconds: seconds(start) };
+  },
+
+  readtree(dir) {
+    // Depth-first, in listing order, every regular file read to its end.
+    const buf = Buffer.allocUnsafe(BLOCK);
+    let files = 0;
+    let bytes = 0;
+    const start = now();
+    const walk = (d) => {
+      for (const entry of readdirSync(d, { withFileTypes: true })) {
+        const path = join(d, entry.name);
+        if (entry.isDirectory()) walk(path);
+        else if (entry.isFile()) {
+          const fd = openSync(path, 'r');
+          try {
+            for (let n; (n = readSync(fd, buf, 0, BLOCK, null)) > 0; ) bytes += n;
+          } finally {
+            closeSync(fd);
+          }
+          files++;
+        }
+      }
+    };
+    walk(dir);
+    return { files, bytes, seconds: seconds(start) };
   },
 };
 

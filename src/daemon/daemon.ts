@@ -18,6 +18,7 @@ import { FileData, PREFETCH_CHUNKS } from '../fs/file-data.js';
 import { Filesystem } from '../fs/filesystem.js';
 import { mountFuse, type FuseSession } from '../fs/fuse.js';
 import { OpStats, type OpSummary } from '../fs/op-stats.js';
+import { vaultMountOptions } from '../fs/mount-options.js';
 import { findMount, isStaleMount, forceUnmount } from '../fs/mountinfo.js';
 import { remoteKeys, type RemoteBackend } from '../remote/backend.js';
 import { Syncer, type SyncStatus } from '../sync/syncer.js';
@@ -319,17 +320,8 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   try {
     await syncer.start();
     await refuseRolledBackRemote(syncer, log, config.remoteReadTimeoutMs);
-    session = await mountFuse(mountpoint, filesystem, {
-      // df, findmnt and mountinfo show the volume name as the source and fuse.coffer as the type.
-      fsname: name,
-      subtype: 'coffer',
-      // Hard links are separate nodes to the kernel under the path-based FUSE API, so a cached
-      // link count goes stale when another name of the same file changes: always ask.
-      extraOptions: ['attr_timeout=0'],
-      timeoutMs: 60_000,
-      log: logFn,
-      opStats,
-    });
+    // df, findmnt and mountinfo show the volume name as the source and fuse.coffer as the type.
+    session = await mountFuse(mountpoint, filesystem, { ...vaultMountOptions(logFn), fsname: name, opStats });
     data.startIdleCommits();
     collector.start();
     void backend.capabilities().then(
