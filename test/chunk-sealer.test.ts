@@ -2,6 +2,9 @@
 // worker without failing a write, and release its threads on close. It is loaded from dist/
 // (built by `npm test`) because its worker is a compiled file.
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it, expect, beforeAll } from 'vitest';
 import { loadSodium } from '../dist/crypto/sodium.js';
 import { chunkId, deriveVaultKeys } from '../dist/crypto/keys.js';
@@ -59,4 +62,28 @@ describe('WorkerSealer', () => {
       await sealer.close();
     }
   });
+
+  it('writes the sealed chunk into a cache directory when asked, and says so only when it did', async () => {
+    const k = sealerKeys();
+    const sealer = new WorkerSealer(k, 1);
+    const dir = mkdtempSync(join(tmpdir(), 'coffer-sealer-'));
+    try {
+      const small = randomBytes(1000); // small chunks go to the worker too when it writes them
+      const { id, sealed, stored } = await sealer.seal(small, { storeIn: dir });
+      expect(stored).toBe(true);
+      const hex = id.toString('hex');
+      expect(readFileSync(join(dir, hex.slice(0, 2), hex)).equals(sealed)).toBe(true);
+      expect(readdirSync(join(dir, hex.slice(0, 2)))).toEqual([hex]); // no temporary file left
+      // Where it cannot write (a file where the directory should be), the caller is told to write it.
+      const blocked = join(dir, 'blocked');
+      writeFileSync(blocked, '');
+      const refused = await sealer.seal(small, { storeIn: blocked });
+      expect(refused.stored).toBe(false);
+      expect(refused.id.equals(id)).toBe(true);
+    } finally {
+      await sealer.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
 });

@@ -156,9 +156,22 @@ export class ChunkStore {
     return join(this.options.dir, hex.slice(0, 2), hex);
   }
 
-  /** A chunk's id and sealed bytes; the plaintext must stay unchanged until this settles. */
+  /**
+   * A chunk's id and sealed bytes, possibly already written to the cache (see `keepSealed`);
+   * the plaintext must stay unchanged until this settles.
+   */
   sealChunk(plaintext: Buffer): Promise<SealedChunk> {
-    return this.sealer.seal(plaintext);
+    return this.sealer.seal(plaintext, { storeIn: this.options.dir });
+  }
+
+  /** Makes a sealed chunk part of the cache: written here unless the sealer already wrote it. Caller holds `fileLock` for the id. */
+  async keepSealed(chunk: SealedChunk): Promise<void> {
+    if (!chunk.stored) return this.writeSealed(chunk.id, chunk.sealed);
+    const hex = chunk.id.toString('hex');
+    this.unsynced.add(this.pathOf(chunk.id));
+    this.createdDirs.add(join(this.options.dir, hex.slice(0, 2)));
+    this.track(hex, chunk.sealed.length);
+    this.scheduleEviction();
   }
 
   /** Writes a sealed chunk file atomically. Caller holds `fileLock` for the id. */

@@ -389,12 +389,14 @@ export class FileData {
       this.index.commitChunk(st.ino, idx, null, st.size, st.mtimeMs, now);
       return;
     }
-    const { id, sealed } = await this.store.sealChunk(data);
+    const sealed = await this.store.sealChunk(data);
+    const { id } = sealed;
     await this.store.fileLock.run(id.toString('hex'), async () => {
       let sealedSize = this.index.chunkInfo(id)?.sealedSize;
-      if (sealedSize === undefined) {
-        await this.store.writeSealed(id, sealed);
-        sealedSize = sealed.length;
+      // A chunk the vault already has (dedup) needs no new file, but one the sealer wrote is kept track of.
+      if (sealedSize === undefined || sealed.stored) {
+        await this.store.keepSealed(sealed);
+        sealedSize ??= sealed.sealed.length;
       }
       this.index.commitChunk(st.ino, idx, { id, plainSize: data.length, sealedSize }, st.size, st.mtimeMs, this.now());
     });
