@@ -304,6 +304,9 @@ describe('coffer logs', () => {
     const flag = await coffer(['mount', ws.vault, ws.mnt, '--log-level', 'loud']);
     expect(flag.code).toBe(2);
     expect(flag.stderr).toMatch(/log-level/);
+  });
+});
+
 /** stdout holds exactly one line, one JSON object; the human text stays off it. */
 function oneJson(stdout: string): Record<string, unknown> {
   const lines = stdout.split('\n');
