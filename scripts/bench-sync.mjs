@@ -50,20 +50,19 @@ import { randomBytes, randomFillSync, randomInt } from 'node:crypto';
 import { createHash } from 'node:crypto';
 import { closeSync, copyFileSync, cpSync, existsSync, fsyncSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeSync } from 'node:fs';
 import os from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { dirname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import {
-  Interrupted, UsageError, beginCleanup, checkInterrupt, describeExit, dropCaches as dropPageCache, installSignalHandlers,
-  integerArg, interruptedBy, isMounted, keepDaemonLog, lastJson, processAlive, progress, releaseMount, removeDirUnlessMounted,
-  run, runMain, setProgramName, sh, sleep, tailOf, timestampForFile, warn, yieldToSignals,
-} from './lib/bench-harness.mjs';
+  Interrupted, ROOT, UsageError, beginCleanup, checkInterrupt, coffer, commandLine, describeExit, dropCaches as dropPageCache, eachFlag,
+  installSignalHandlers, integerArg, interruptedBy, keepDaemonLog, lastJson, mountVault, ownedMounts, processAlive, progress,
+  releaseOwnedMounts, removeDirUnlessMounted, run, runMain, setProgramName, sh, sleep, tailOf, timestampForFile, unmountVault, useCoffer, warn,
+  yieldToSignals,
+} from './lib/harness.mjs';
 
 setProgramName('bench-sync');
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-// Set by snapshotBuild(): the coffer CLI and modules of this run's private copy of dist/.
+// Set by snapshotBuild(): the modules of this run's private copy of dist/ (coffer() runs its CLI).
 let DIST = join(ROOT, 'dist');
-let CLI = join(DIST, 'cli', 'main.js');
 const RGW = join(ROOT, 'scripts', 'rgw.sh');
 const MiB = 1024 * 1024;
 const UPLOAD_FILES = 4;
@@ -95,9 +94,7 @@ Needs a built tree (npx tsc -p tsconfig.json), /dev/fuse, and root to drop the p
 function parseArgs(argv) {
   const opts = { files: 10000, uploadMiB: 512, remotes: ['file', 's3'], json: false };
   const integer = integerArg;
-  for (let i = 0; i < argv.length; i++) {
-    const [flag, inline] = argv[i].split(/=(.*)/s, 2);
-    const value = () => (inline !== undefined ? inline : argv[++i]);
+  eachFlag(argv, (flag, value, arg) => {
     switch (flag) {
       case '--files': opts.files = integer(flag, value(), 1, 1_000_000); break;
       // The RGW store is 4 GiB of RAM and holds the vault's chunks and the baseline's objects.
@@ -111,27 +108,10 @@ function parseArgs(argv) {
       }
       case '--json': opts.json = true; break;
       case '-h': case '--help': opts.help = true; break;
-      default: throw new UsageError(`unknown argument ${JSON.stringify(argv[i])}`);
+      default: throw new UsageError(`unknown argument ${JSON.stringify(arg)}`);
     }
-  }
+  });
   return opts;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Children
-
-let cofferEnv = { ...process.env };
-
-// `sync --wait`, `status` and `--help` only watch or ask, so a Ctrl-C may cut them short; the
-// rest change state and are left to finish.
-const INTERRUPTIBLE = new Set(['sync', 'status', '--help']);
-
-async function coffer(args, { env = cofferEnv, timeoutMs = 300_000, cleanup = false } = {}) {
-  const r = await run(process.execPath, [CLI, ...args], { env, timeoutMs, cleanup, killOnInterrupt: INTERRUPTIBLE.has(args[0]) });
-  if (r.code !== 0) {
-    throw new Error(`coffer ${args.join(' ')} failed: ${describeExit(r)}${tailOf(r.stderr)}`);
-  }
-  return r;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -170,7 +150,7 @@ async function snapshotBuild(dir) {
   copyFileSync(join(ROOT, 'package.json'), join(dir, 'package.json'));
   symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
   DIST = join(dir, 'dist');
-  CLI = join(DIST, 'cli', 'main.js');
+  useCoffer({ cli: join(DIST, 'cli', 'main.js') });
   ({ callDaemon } = await import(pathToFileURL(join(DIST, 'daemon', 'control.js')).href));
   const hash = createHash('sha256');
   let newest = 0;
@@ -186,14 +166,6 @@ async function snapshotBuild(dir) {
   };
   walk(DIST);
   return { builtAt: newest, sha256: hash.digest('hex') };
-}
-
-function daemonInfo(vault) {
-  try {
-    return JSON.parse(readFileSync(join(vault, 'state', 'daemon.json'), 'utf8'));
-  } catch {
-    return undefined;
-  }
 }
 
 /** The newest modification time of the files named *`ext` under `dir`. */
@@ -219,30 +191,12 @@ async function sourceVersion() {
 // ---------------------------------------------------------------------------------------------
 // What this run owns, for the cleanup
 
+// (and the vaults mounted with mountVault(): ownedMounts())
 const owned = {
-  mounts: new Map(), // mountpoint -> { vault, pid }
   rgwDir: undefined,
   rgwPids: [],
   dirs: [],
 };
-
-async function mount(vault, mnt) {
-  owned.mounts.set(mnt, { vault, pid: undefined });
-  const r = await coffer(['mount', vault, mnt]);
-  const info = daemonInfo(vault);
-  if (!info || !processAlive(info.pid)) throw new Error(`coffer mount ${vault} ${mnt} returned, but no live daemon is registered in ${vault}/state/daemon.json`);
-  owned.mounts.get(mnt).pid = info.pid;
-  if (!isMounted(mnt)) throw new Error(`coffer mount returned, but ${mnt} is not in /proc/self/mountinfo`);
-  return { seconds: r.seconds, pid: info.pid, socket: info.socket };
-}
-
-async function unmount(mnt) {
-  const r = await coffer(['unmount', mnt], { timeoutMs: 600_000 });
-  const entry = owned.mounts.get(mnt);
-  if (entry?.pid) for (const until = Date.now() + 10_000; processAlive(entry.pid) && Date.now() < until; ) await sleep(50);
-  owned.mounts.delete(mnt);
-  return r.seconds;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Test data, made in plain directories by this process (nothing here touches a mount)
@@ -483,7 +437,7 @@ async function benchUpload(ctx, source, opts) {
   mkdirSync(mnt);
   ctx.vaults.push(vault);
   await coffer(['init', vault, '--remote', remote.url('upload'), ...remote.cliArgs]);
-  const m = await mount(vault, mnt);
+  const m = await mountVault(vault, mnt);
   progress(`[${remote.kind}] copying ${opts.uploadMiB} MiB into the mount (dd bs=1M), then coffer sync --wait`);
 
   const copy = await sh(
@@ -536,7 +490,7 @@ async function benchUpload(ctx, source, opts) {
   result.verified = true;
 
   progress(`[${remote.kind}] unmounting the upload vault`);
-  await unmount(mnt);
+  await unmountVault(mnt, { timeoutMs: 600_000 });
   return result;
 }
 
@@ -552,14 +506,14 @@ async function benchClone(ctx, tree, opts) {
   progress(`[${remote.kind}] writing ${n} small files in ${tree.dirs} dirs + 8 MiB into a fresh vault, then sync --wait`);
   ctx.vaults.push(vault);
   await coffer(['init', vault, '--remote', remote.url('tree'), ...remote.cliArgs]);
-  await mount(vault, mnt);
+  await mountVault(vault, mnt);
   const populate = await sh('copying the tree into the mount', 'cp -R "$1/." "$2/"', [tree.dir, mnt], t());
   const sync = await coffer(['sync', mnt, '--wait', '--json'], { timeoutMs: t(600_000) });
   const synced = lastJson(sync.stdout, 'coffer sync --wait --json');
   if (synced.files !== n + 1) throw new Error(`the vault should hold ${n + 1} files after the copy, coffer status says ${synced.files}`);
   result.prepare = { copySeconds: populate.seconds, syncSeconds: sync.seconds, chunks: synced.chunks, uploadedChunks: synced.sync.uploadedChunks };
   progress(`  copy ${fmtS(populate.seconds)}, sync ${fmtS(sync.seconds)} (${synced.sync.uploadedChunks} chunks uploaded); unmounting`);
-  await unmount(mnt);
+  await unmountVault(mnt, { timeoutMs: 600_000 });
 
   result.coldCache = await dropCaches(notes);
 
@@ -571,7 +525,7 @@ async function benchClone(ctx, tree, opts) {
   const clone = await coffer(['clone', remote.url('tree'), cloneVault, ...remote.cliArgs], { timeoutMs: t(600_000) });
   result.clone = { seconds: clone.seconds };
   progress(`  ${fmtMs(clone.seconds)}; (b) coffer mount of the clone`);
-  const m = await mount(cloneVault, cloneMnt);
+  const m = await mountVault(cloneVault, cloneMnt);
   result.mount = { seconds: m.seconds };
 
   progress(`  ${fmtMs(m.seconds)}; (c) first ls -lR`);
@@ -597,7 +551,7 @@ async function benchClone(ctx, tree, opts) {
   if (want !== got) throw new Error(`DATA MISMATCH: the clone at ${cloneMnt} differs from the source tree ${tree.dir} (sha256 over all files: ${got} vs ${want})`);
   result.verified = true;
 
-  await unmount(cloneMnt);
+  await unmountVault(cloneMnt, { timeoutMs: 600_000 });
   return result;
 }
 
@@ -672,28 +626,15 @@ function renderTable(report) {
 // Main
 
 async function main() {
-  let opts;
-  try {
-    opts = parseArgs(process.argv.slice(2));
-  } catch (err) {
-    if (!(err instanceof UsageError)) throw err;
-    process.stderr.write(`bench-sync: ${err.message}\n\n${USAGE}`);
-    return 2;
-  }
-  if (opts.help) {
-    process.stdout.write(USAGE);
-    return 0;
-  }
-  if (!existsSync(CLI)) {
-    process.stderr.write(`bench-sync: ${CLI} is missing; build Coffer first with: npx tsc -p tsconfig.json\n`);
-    return 1;
-  }
+  const opts = commandLine(parseArgs, USAGE);
+  if (typeof opts === 'number') return opts;
 
   const work = mkdtempSync(join(os.tmpdir(), 'coffer-bench-sync-'));
   owned.dirs.push(work);
   // A throwaway passphrase, handed only to the coffer CLI children.
-  cofferEnv = { ...process.env, COFFER_PASSPHRASE: randomBytes(24).toString('hex') };
+  let cofferEnv = { ...process.env, COFFER_PASSPHRASE: randomBytes(24).toString('hex') };
   delete cofferEnv.COFFER_S3_ENDPOINT;
+  useCoffer({ env: cofferEnv });
   const notes = [];
   const vaultsSeen = [];
   let failed = false;
@@ -739,6 +680,7 @@ async function main() {
         remote = { kind, s3, runPrefix, url: (name) => `s3://${s3.bucket}/${runPrefix}/${name}`, cliArgs: ['--s3-endpoint', s3.endpoint] };
         cofferEnv = { ...cofferEnv, AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, AWS_REGION: s3.region };
         delete cofferEnv.AWS_SESSION_TOKEN;
+        useCoffer({ env: cofferEnv });
       }
       const ctx = { work: kindWork, remote, notes, vaults: vaultsSeen };
       entry.upload = await benchUpload(ctx, uploadSource, opts);
@@ -794,10 +736,10 @@ async function main() {
     beginCleanup();
     if (failed && !interruptedBy()) {
       // The daemons this run still had mounted, and the vault it touched last.
-      for (const [mnt, { pid }] of owned.mounts) {
+      for (const [mnt, { pid }] of ownedMounts()) {
         if (pid && !processAlive(pid)) warn(`the daemon for ${mnt} (pid ${pid}) is no longer running`);
       }
-      const vaults = new Set([...[...owned.mounts.values()].map((m) => m.vault), ...vaultsSeen.slice(-1)]);
+      const vaults = new Set([...[...ownedMounts().values()].map((m) => m.vault), ...vaultsSeen.slice(-1)]);
       for (const vault of vaults) reportDaemonLog(vault);
     }
     await cleanup();
@@ -836,18 +778,8 @@ async function stopRgw() {
  * is still mounted in them.
  */
 async function cleanup() {
-  for (const [mnt, entry] of owned.mounts) {
-    entry.pid ??= daemonInfo(entry.vault)?.pid;
-    await releaseMount({
-      mountpoint: mnt,
-      pid: entry.pid,
-      gracefulStop: () => coffer(['unmount', mnt], { timeoutMs: 120_000, cleanup: true }),
-    });
-  }
-  owned.mounts.clear();
-
+  await releaseOwnedMounts();
   await stopRgw();
-
   for (const dir of owned.dirs) removeDirUnlessMounted(dir);
 }
 

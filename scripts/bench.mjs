@@ -25,17 +25,15 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, statSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import {
-  Interrupted, UsageError, beginCleanup, dropCaches, hostInfo, installSignalHandlers, integerArg, interruptedBy, keepDaemonLog,
-  isMounted, mustRun, processAlive, progress, reapServers, releaseMount, removeDirUnlessMounted, runMain, sampleRss, setProgramName, sh, timestampForFile, warn,
-} from './lib/bench-harness.mjs';
+  Interrupted, ROOT, UsageError, beginCleanup, commandLine, dropCaches, eachFlag, hostInfo, installSignalHandlers, integerArg, interruptedBy,
+  keepDaemonLog, isMounted, mustRun, processAlive, progress, reapServers, releaseMount, removeDirUnlessMounted, runMain, sampleRss,
+  setProgramName, sh, timestampForFile, warn,
+} from './lib/harness.mjs';
 import { TARGETS } from './lib/bench-targets.mjs';
 
 setProgramName('bench');
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const CLI = join(ROOT, 'dist', 'cli', 'main.js');
 const WORKLOAD = join(ROOT, 'scripts', 'lib', 'bench-workload.mjs');
 const MiB = 1024 * 1024;
 const SMALL_FILE_BYTES = 1024;
@@ -87,9 +85,7 @@ function parseArgs(argv) {
   const given = {};
   let smoke = false;
   const opts = { dir: os.tmpdir(), json: false, tree: '/usr/include', targets: TARGETS.map((t) => t.name) };
-  for (let i = 0; i < argv.length; i++) {
-    const [flag, inline] = argv[i].split(/=(.*)/s, 2);
-    const value = () => (inline !== undefined ? inline : argv[++i]);
+  eachFlag(argv, (flag, value, arg) => {
     const path = () => {
       const v = value();
       if (!v) throw new UsageError(`${flag} needs a path`);
@@ -109,9 +105,9 @@ function parseArgs(argv) {
       case '--smoke': smoke = true; break;
       case '--json': opts.json = true; break;
       case '-h': case '--help': opts.help = true; break;
-      default: throw new UsageError(`unknown argument ${JSON.stringify(argv[i])}`);
+      default: throw new UsageError(`unknown argument ${JSON.stringify(arg)}`);
     }
-  }
+  });
   return { ...opts, ...(smoke ? SMOKE : FULL), ...given, smoke };
 }
 
@@ -538,22 +534,8 @@ function renderText(report) {
 // Main
 
 async function main() {
-  let opts;
-  try {
-    opts = parseArgs(process.argv.slice(2));
-  } catch (err) {
-    if (!(err instanceof UsageError)) throw err;
-    process.stderr.write(`bench: ${err.message}\n\n${USAGE}`);
-    return 2;
-  }
-  if (opts.help) {
-    process.stdout.write(USAGE);
-    return 0;
-  }
-  if (!existsSync(CLI)) {
-    process.stderr.write(`bench: ${CLI} is missing; build Coffer first with: npx tsc -p tsconfig.json\n`);
-    return 1;
-  }
+  const opts = commandLine(parseArgs, USAGE);
+  if (typeof opts === 'number') return opts;
   if (!existsSync(opts.dir) || !statSync(opts.dir).isDirectory()) {
     process.stderr.write(`bench: --dir ${opts.dir} is not an existing directory\n`);
     return 1;

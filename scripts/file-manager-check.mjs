@@ -44,16 +44,18 @@ import { dirname, join, resolve } from 'node:path';
 import {
   CLI,
   UsageError,
+  eachFlag,
   checkInterrupt,
   coffer,
-  mountOf,
+  mountAt,
   mountVault,
   progress,
   run,
-  runOk,
+  mustRun,
   runScript,
   sleep,
   startBackground,
+  tailOf,
   tempDir,
   unmountVault,
   which,
@@ -102,10 +104,9 @@ const TOOLS = {
 
 function parseArgs(argv) {
   const opts = { out: resolve('artifacts'), waitS: 40, empty: false, noMount: false, keep: false, json: false };
-  for (let i = 0; i < argv.length; i++) {
-    const [flag, inline] = argv[i].split(/=(.*)/s, 2);
+  eachFlag(argv, (flag, next, arg) => {
     const value = () => {
-      const v = inline !== undefined ? inline : argv[++i];
+      const v = next();
       if (v === undefined || v === '') throw new UsageError(`${flag} needs a value`);
       return v;
     };
@@ -122,9 +123,9 @@ function parseArgs(argv) {
       case '--keep': opts.keep = true; break;
       case '--json': opts.json = true; break;
       case '-h': case '--help': opts.help = true; break;
-      default: throw new UsageError(`unknown argument ${JSON.stringify(argv[i])}\n\n${USAGE}`);
+      default: throw new UsageError(`unknown argument ${JSON.stringify(arg)}\n\n${USAGE}`);
     }
-  }
+  });
   if (opts.empty && opts.noMount) throw new UsageError('--empty and --no-mount exclude each other');
   return opts;
 }
@@ -162,8 +163,8 @@ async function makeSourceTree(dir, tools) {
     else {
       const from = join(dir, `.${name}.png`);
       writeFileSync(from, image);
-      await runOk(`converting ${name} to JPEG`, tools.convert, [from, '-quality', '92', join(dir, name)]);
-      await runOk('rm', 'rm', [from]);
+      await mustRun(`converting ${name} to JPEG`, tools.convert, [from, '-quality', '92', join(dir, name)], 120_000);
+      await mustRun('rm', 'rm', [from], 120_000);
     }
   }
   writeFileSync(join(dir, 'Notes.txt'), 'Things to remember\n\n- renew the passport\n- back up the photos\n');
@@ -301,13 +302,13 @@ function writeFileManagerConfig(home) {
 }
 
 async function screenshot(display, tools, path) {
-  await runOk('screenshot (import -window root)', tools.import, ['-display', display, '-window', 'root', path], { timeoutMs: 30_000 });
+  await mustRun('screenshot (import -window root)', tools.import, ['-display', display, '-window', 'root', path], 30_000);
 }
 
 /** Pixels of the screenshot within COLOR_TOLERANCE of each colour. */
 async function colorCounts(tools, shot, colors, dir) {
   const raw = join(dir, 'shot.rgb');
-  await runOk('reading the screenshot (convert)', tools.convert, [shot, '-depth', '8', `rgb:${raw}`], { timeoutMs: 30_000 });
+  await mustRun('reading the screenshot (convert)', tools.convert, [shot, '-depth', '8', `rgb:${raw}`], 30_000);
   const px = readFileSync(raw);
   const counts = colors.map(() => 0);
   for (let o = 0; o + 2 < px.length; o += 3) {
@@ -322,8 +323,8 @@ async function colorCounts(tools, shot, colors, dir) {
 /** Tesseract's text of the screenshot, scaled up 2× (the UI font is small for OCR). */
 async function ocr(tools, shot, dir) {
   const big = join(dir, 'ocr-input.png');
-  await runOk('preparing OCR input (convert)', tools.convert, [shot, '-colorspace', 'Gray', '-resize', '200%', big], { timeoutMs: 30_000 });
-  const r = await runOk('OCR (tesseract)', tools.tesseract, [big, 'stdout', '--psm', '11'], { timeoutMs: 60_000, env: { ...process.env, OMP_THREAD_LIMIT: '1' } });
+  await mustRun('preparing OCR input (convert)', tools.convert, [shot, '-colorspace', 'Gray', '-resize', '200%', big], 30_000);
+  const r = await mustRun('OCR (tesseract)', tools.tesseract, [big, 'stdout', '--psm', '11'], 60_000, { env: { ...process.env, OMP_THREAD_LIMIT: '1' } });
   return r.stdout;
 }
 
@@ -367,7 +368,7 @@ async function main(opts) {
     if (!opts.empty) await makeSourceTree(source, tools);
     await coffer(['init', origin, '--remote', `file://${remote}`]);
     await mountVault(origin, originMnt);
-    if (!opts.empty) await runOk('copying the files into the mount', 'cp', ['-r', '--', ...readdirSync(source).map((n) => join(source, n)), originMnt]);
+    if (!opts.empty) await mustRun('copying the files into the mount', 'cp', ['-r', '--', ...readdirSync(source).map((n) => join(source, n)), originMnt], 120_000);
     await coffer(['sync', originMnt, '--wait']);
     await unmountVault(originMnt);
     progress(`cloning the remote onto a "fresh machine" and mounting it at ${mnt}`);
@@ -444,7 +445,7 @@ async function main(opts) {
   const cachedAfter = countFiles(cacheDir);
   const daemonLog = logSince(join(clone, 'logs', 'daemon.log'), logOffset);
   const logProblems = daemonLog.split('\n').filter((l) => / (WARN|ERROR) /.test(l));
-  const m = mountOf(mnt);
+  const m = mountAt(mnt);
   const readImages = expectedImages.filter((p) => statesBefore[p] === 'remote-only' && ['synced', 'cached'].includes(statesAfter[p]));
 
   const checks = [
@@ -482,7 +483,7 @@ async function main(opts) {
     {
       name: 'daemon log',
       ok: !opts.noMount && !logProblems.some((l) => / ERROR /.test(l)),
-      detail: opts.noMount ? 'no daemon' : logProblems.length === 0 ? 'no WARN or ERROR lines while the file manager ran' : `${logProblems.length} WARN/ERROR lines:${tailOf(logProblems.join('\n'))}`,
+      detail: opts.noMount ? 'no daemon' : logProblems.length === 0 ? 'no WARN or ERROR lines while the file manager ran' : `${logProblems.length} WARN/ERROR lines:${tailOf(logProblems.join('\n'), 10)}`,
     },
   ];
   const photos = photoFiles.map((p) => statesAfter[p]);
@@ -526,11 +527,6 @@ async function main(opts) {
 }
 
 const fmt = (ms) => (ms === undefined ? 'never' : `${(ms / 1000).toFixed(1)} s`);
-
-function tailOf(text) {
-  const lines = text.trim().split('\n').slice(-10);
-  return `\n  ${lines.join('\n  ')}`;
-}
 
 let opts;
 try {

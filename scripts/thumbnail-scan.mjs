@@ -35,11 +35,13 @@ import {
   CLI,
   ROOT,
   UsageError,
+  eachFlag,
+  integerArg,
   coffer,
   cofferEnv,
   mountVault,
   progress,
-  runOk,
+  mustRun,
   runScript,
   tempDir,
   unmountVault,
@@ -75,15 +77,8 @@ Needs a built tree (npx tsc -p tsconfig.json) and /dev/fuse.
 
 function parseArgs(argv) {
   const opts = { images: 1000, imageKiB: 24, readers: [12, 64], readKiB: 16, latency: '80:40', userFiles: 8, userMiB: 2, userDelayMs: 500, userGapMs: 500, direct: false, json: false, keep: false };
-  const integer = (flag, value, min, max) => {
-    if (value === undefined || !/^\d+$/.test(value)) throw new UsageError(`${flag} needs a whole number, got ${JSON.stringify(value ?? '')}`);
-    const n = Number(value);
-    if (n < min || n > max) throw new UsageError(`${flag} must be between ${min} and ${max}, got ${n}`);
-    return n;
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const [flag, inline] = argv[i].split(/=(.*)/s, 2);
-    const value = () => (inline !== undefined ? inline : argv[++i]);
+  const integer = integerArg;
+  eachFlag(argv, (flag, value, arg) => {
     switch (flag) {
       case '--images': opts.images = integer(flag, value(), 1, 100_000); break;
       case '--image-kib': opts.imageKiB = integer(flag, value(), 1, 16_384); break;
@@ -103,9 +98,9 @@ function parseArgs(argv) {
       case '--json': opts.json = true; break;
       case '--keep': opts.keep = true; break;
       case '-h': case '--help': opts.help = true; break;
-      default: throw new UsageError(`unknown argument ${JSON.stringify(argv[i])}\n\n${USAGE}`);
+      default: throw new UsageError(`unknown argument ${JSON.stringify(arg)}\n\n${USAGE}`);
     }
-  }
+  });
   return opts;
 }
 
@@ -150,8 +145,7 @@ function fetchedSince(before, remote, cache) {
 }
 
 async function reader(args, { threads = 4 } = {}) {
-  const r = await runOk(`reader ${args[0]}`, process.execPath, [READER, ...args], {
-    timeoutMs: 1_800_000,
+  const r = await mustRun(`reader ${args[0]}`, process.execPath, [READER, ...args], 1_800_000, {
     env: { ...process.env, UV_THREADPOOL_SIZE: String(Math.min(1024, Math.max(4, threads + 2))) },
   });
   return JSON.parse(r.stdout.trim().split('\n').pop());
@@ -199,7 +193,7 @@ async function main(opts) {
   progress('making the vault, copying the files in and syncing them to the remote');
   await coffer(['init', origin, '--remote', `file://${remote}`]);
   await mountVault(origin, originMnt);
-  await runOk('copying the files into the mount', 'cp', ['-r', join(source, 'Pictures'), join(source, 'Documents'), originMnt], { timeoutMs: 600_000 });
+  await mustRun('copying the files into the mount', 'cp', ['-r', join(source, 'Pictures'), join(source, 'Documents'), originMnt], 600_000);
   await coffer(['sync', originMnt, '--wait'], { timeoutMs: 1_800_000 });
   await unmountVault(originMnt);
 

@@ -4,36 +4,14 @@
  * sequence the property shrinks to when it finds a bug lands here, pasted as printed; so do
  * hand-written ones for paths the random search reaches only rarely.
  */
-import * as fs from 'node:fs';
-import { join } from 'node:path';
-import { afterAll, beforeAll, describe, it } from 'vitest';
-import { Workspace } from './helpers/drive.js';
-import { Executor, MiB, runDifferential, stopXattrHelper, type Op } from './helpers/fs-model.js';
+import { describe, it } from 'vitest';
+import { MiB, differentialSides, runDifferential, type Op } from './helpers/fs-model.js';
 
-let ws: Workspace;
-let subject: Executor;
-let oracle: Executor;
+const sides = differentialSides('coffer-diff-reg-');
 
-beforeAll(async () => {
-  ws = new Workspace('coffer-diff-reg-');
-  await ws.init();
-  await ws.mount();
-  const plain = join(ws.dir, 'plain');
-  fs.mkdirSync(plain);
-  subject = new Executor({ name: 'coffer', root: ws.mnt, remount: () => ws.remount() });
-  oracle = new Executor({ name: 'plain', root: plain });
-});
-
-afterAll(async () => {
-  subject?.closeAll();
-  oracle?.closeAll();
-  stopXattrHelper();
-  await ws?.cleanup();
-});
-
-const run = (ops: Op[]) => () => runDifferential(ops, subject, oracle);
+const run = (ops: Op[]) => () => runDifferential(ops, sides.subject, sides.oracle);
 /** Without the leniencies for known bugs: for the skipped cases, which must pass once fixed. */
-const runStrict = (ops: Op[]) => () => runDifferential(ops, subject, oracle, undefined, true);
+const runStrict = (ops: Op[]) => () => runDifferential(ops, sides.subject, sides.oracle, undefined, true);
 
 describe('differential regressions', () => {
   it(

@@ -26,12 +26,11 @@
  * COFFER_DIFF_STRICT=1 generates and compares what known bugs break, to check a fix.
  */
 import * as fs from 'node:fs';
-import { join } from 'node:path';
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Workspace, coffer, isMounted } from './helpers/drive.js';
+import { describe, expect, it } from 'vitest';
+import { coffer, isMounted } from './helpers/drive.js';
 import { formatLogLine, parseLogLine } from '../src/daemon/log-format.js';
-import { Executor, FD_SLOTS, MiB, Mismatch, formatOps, runDifferential, stopXattrHelper, type Op, type RunStats } from './helpers/fs-model.js';
+import { FD_SLOTS, MiB, Mismatch, differentialSides, formatOps, runDifferential, type Op, type RunStats } from './helpers/fs-model.js';
 
 const SEED = Number(process.env.COFFER_DIFF_SEED ?? 20_240_611);
 const RUNS = Number(process.env.COFFER_DIFF_RUNS ?? 160);
@@ -174,30 +173,28 @@ const sequence = fc
 
 // ---- the two sides ----
 
-let ws: Workspace;
-let subject: Executor;
-let oracle: Executor;
+const sides = differentialSides('coffer-diff-');
 
 /** A run that crashed the daemon must not doom every later (shrinking) run to ENOTCONN. */
 async function ensureMounted(): Promise<void> {
-  let healthy = isMounted(ws.mnt);
+  let healthy = isMounted(sides.ws.mnt);
   if (healthy) {
     try {
-      fs.statSync(ws.mnt);
+      fs.statSync(sides.ws.mnt);
     } catch {
       healthy = false;
     }
   }
   if (healthy) return;
-  await coffer(['unmount', ws.mnt]);
-  await ws.mount();
+  await coffer(['unmount', sides.ws.mnt]);
+  await sides.ws.mount();
 }
 
 /** The mismatch `ops` produce now, if any; other errors (a broken mount, say) propagate. */
 async function failureOf(ops: readonly Op[]): Promise<string | undefined> {
   await ensureMounted();
   try {
-    await runDifferential(ops, subject, oracle);
+    await runDifferential(ops, sides.subject, sides.oracle);
     return undefined;
   } catch (err) {
     if (err instanceof Mismatch) return err.message;
@@ -232,7 +229,7 @@ async function minimise(ops: readonly Op[], deadline: number): Promise<{ ops: re
 function logComplaints(): string[] {
   try {
     return fs
-      .readFileSync(ws.log, 'utf8')
+      .readFileSync(sides.ws.log, 'utf8')
       .split('\n')
       .filter((line) => {
         const level = parseLogLine(line)?.level;
@@ -248,23 +245,6 @@ function logTail(lines: number): string {
   const wanted = logComplaints();
   return wanted.length ? wanted.slice(-lines).join('\n') : '(no warnings or errors)';
 }
-
-beforeAll(async () => {
-  ws = new Workspace('coffer-diff-');
-  await ws.init();
-  await ws.mount();
-  const plain = join(ws.dir, 'plain');
-  fs.mkdirSync(plain);
-  subject = new Executor({ name: 'coffer', root: ws.mnt, remount: () => ws.remount() });
-  oracle = new Executor({ name: 'plain', root: plain });
-});
-
-afterAll(async () => {
-  subject?.closeAll();
-  oracle?.closeAll();
-  stopXattrHelper();
-  await ws?.cleanup();
-});
 
 describe('differential against a plain directory', () => {
   it(
@@ -284,7 +264,7 @@ describe('differential against a plain directory', () => {
           }
           await ensureMounted();
           try {
-            await runDifferential(ops, subject, oracle, stats);
+            await runDifferential(ops, sides.subject, sides.oracle, stats);
           } catch (err) {
             firstFailureAt ??= Date.now();
             throw err;
@@ -299,7 +279,7 @@ describe('differential against a plain directory', () => {
       // Not a failure by itself (every errno that reached a program was compared), but a daemon
       // that logs errors during a passing run is worth a look.
       const complaints = logComplaints();
-      if (complaints.length) console.warn(`daemon log warnings and errors (${ws.log}):\n${complaints.join('\n')}`);
+      if (complaints.length) console.warn(`daemon log warnings and errors (${sides.ws.log}):\n${complaints.join('\n')}`);
       if (result.failed) {
         const shrunk = result.counterexample?.[0] ?? [];
         const fcCause = result.errorInstance instanceof Error ? result.errorInstance.message : String(result.errorInstance);
@@ -313,7 +293,7 @@ describe('differential against a plain directory', () => {
           `shrunk sequence (paste into test/differential-regressions.test.ts):`,
           formatOps(minimal.ops),
           cause,
-          `daemon log (${ws.log}), last warnings and errors:`,
+          `daemon log (${sides.ws.log}), last warnings and errors:`,
           logTail(40),
         ].join('\n');
         console.error(message);

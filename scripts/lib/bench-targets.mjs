@@ -15,15 +15,13 @@
 // failure at any point still finds it and unmounts it.
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import {
-  Interrupted, describeExit, haveCommand, interruptedBy, isMounted, mustRun, processAlive, progress, run, sleep, startServer, tailOf,
-  waitForMount,
-} from './bench-harness.mjs';
+  Interrupted, ROOT, coffer as cofferCli, daemonInfo, describeExit, haveCommand, interruptedBy, isMounted, mustRun, processAlive, progress, run,
+  sleep, startServer, waitForMount,
+} from './harness.mjs';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const CLI = join(ROOT, 'dist', 'cli', 'main.js');
 const NULL_FS = join(ROOT, 'scripts', 'lib', 'null-fs.mjs');
 // cryfs derives its key with scrypt at ~1 GiB; on a busy machine that takes a while.
 const MOUNT_WAIT_MS = 120_000;
@@ -110,22 +108,6 @@ async function daemonStatus(socket) {
   return callDaemon(socket, { op: 'status' }, 30_000);
 }
 
-async function cofferCli(args, { env, timeoutMs = 300_000, cleanup = false } = {}) {
-  // State-changing commands are let finish on Ctrl-C: a `mount` cut short could bring a
-  // daemon up after the cleanup has looked for one.
-  const r = await run(process.execPath, [CLI, ...args], { env, timeoutMs, cleanup, killOnInterrupt: false });
-  if (r.code !== 0) throw new Error(`coffer ${args[0]} failed: ${describeExit(r)}${tailOf(r.stderr)}`);
-  return r;
-}
-
-function daemonInfo(vault) {
-  try {
-    return JSON.parse(readFileSync(join(vault, 'state', 'daemon.json'), 'utf8'));
-  } catch {
-    return undefined;
-  }
-}
-
 /**
  * Waits until the daemon has no buffered data, no chunk waiting for the remote and no
  * unpublished change; returns how long that took. Upload failures are the remote's business,
@@ -188,7 +170,7 @@ const coffer = {
     await cofferCli(['init', vault], { env });
     const owned = ctx.own({
       mountpoint,
-      gracefulStop: () => cofferCli(['unmount', mountpoint], { timeoutMs: 120_000, cleanup: true }),
+      gracefulStop: () => cofferCli(['unmount', mountpoint], { env, timeoutMs: 120_000, cleanup: true }),
       daemonLog: join(vault, 'logs', 'daemon.log'),
     });
     try {
@@ -207,7 +189,7 @@ const coffer = {
       version: `coffer ${version}${commit ? ` (${commit})` : ''}`,
       settle: (limitMs) => settleCoffer(info.socket, info.pid, limitMs, ctx.notes),
       // The final commit of every buffer happens here; a long one is a finding of its own.
-      stop: () => cofferCli(['unmount', mountpoint], { timeoutMs: 600_000 }),
+      stop: () => cofferCli(['unmount', mountpoint], { env, timeoutMs: 600_000 }),
     };
   },
 };

@@ -21,6 +21,7 @@
 import { createHash, randomFillSync } from 'node:crypto';
 import { closeSync, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readSync, readdirSync, rmdirSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { mulberry32 } from '../../dist/seeded-random.js';
 
 const BLOCK = 1024 * 1024;
 const PAGE = 4096;
@@ -51,26 +52,14 @@ function readBlocks(path, each) {
   return total;
 }
 
-/**
- * mulberry32: a small seeded generator, so that every target gets the same offsets in the same
- * order and a run can be repeated exactly. Returns integers in [0, 2^32).
- */
-function seededRandom(seed) {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
-
 /** `ops` page-aligned offsets inside a file of `bytes`, drawn from `seed`. */
 function randomOffsets(bytes, ops, seed) {
   const pages = Math.floor(bytes / PAGE);
   if (pages < 1) throw new Error(`the file has ${bytes} bytes, less than one ${PAGE}-byte block`);
-  const next = seededRandom(seed);
+  // mulberry32, so that every target gets the same offsets in the same order and a run can be
+  // repeated exactly; next() is its 32-bit integer.
+  const draw = mulberry32(seed);
+  const next = () => draw() * 2 ** 32;
   // Two draws per offset: a single 32-bit draw could not reach every page of files above 16 TiB.
   return Float64Array.from({ length: ops }, () => ((next() * 2 ** 32 + next()) % pages) * PAGE);
 }

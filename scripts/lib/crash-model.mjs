@@ -7,20 +7,12 @@
  * version, length }: the base content, then the appends in order, then the overwrites in order.
  */
 import { createCipheriv, createHash } from 'node:crypto';
+import { mulberry32 } from '../../dist/seeded-random.js';
 
 export const NAMES = ['a', 'b', 'c', 'd', 'e'];
 
 /** Deterministic decisions (mulberry32). */
-export function rng(seed) {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng = mulberry32;
 
 function bytes(seed, name, version, tag, length) {
   const key = createHash('sha256').update(`${seed}/${name}/${version}/${tag}`).digest();

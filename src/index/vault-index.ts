@@ -66,19 +66,8 @@ export interface QueuedUpload {
   attempts: number;
 }
 
-interface InodeRow {
-  ino: number;
-  mode: number;
-  uid: number;
-  gid: number;
-  nlink: number;
-  size: number;
-  rdev: number;
-  atime_ms: number;
-  mtime_ms: number;
-  ctime_ms: number;
-  target: string | null;
-}
+/** A row of the inodes table: an Inode whose times are in the table's snake_case columns. */
+type InodeRow = Omit<Inode, 'atimeMs' | 'mtimeMs' | 'ctimeMs'> & { atime_ms: number; mtime_ms: number; ctime_ms: number };
 
 function toInode(row: InodeRow): Inode {
   return {

@@ -42,6 +42,7 @@
  */
 import { access } from 'node:fs/promises';
 import { CofferError, RemoteError } from '../errors.js';
+import { mulberry32 } from '../seeded-random.js';
 import type { ByteRange, CallOptions, ObjectInfo, RemoteBackend, RemoteCapabilities } from './backend.js';
 import { sleep } from './sleep.js';
 
@@ -231,18 +232,6 @@ function exists(path: string): Promise<boolean> {
     () => true,
     () => false,
   );
-}
-
-/** A small seeded generator (mulberry32): reproducible, and plenty for choosing faults. */
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function bad(message: string): CofferError {

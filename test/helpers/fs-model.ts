@@ -24,6 +24,8 @@ import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
+import { afterAll, beforeAll } from 'vitest';
+import { Workspace } from './drive.js';
 
 export const MiB = 1024 * 1024;
 
@@ -545,4 +547,37 @@ function treeDiff(want: TreeNode[], got: TreeNode[], wantName: string, gotName: 
     if (!isDeepStrictEqual(a, b)) lines.push(`  ${path}\n    ${wantName}: ${JSON.stringify(a)}\n    ${gotName}: ${JSON.stringify(b)}`);
   }
   return lines.join('\n');
+}
+
+/** The two sides a differential test file compares: a Coffer mount and a plain directory. */
+export interface DifferentialSides {
+  ws: Workspace;
+  subject: Executor;
+  oracle: Executor;
+}
+
+/**
+ * Sets up, for the calling test file, a vault mounted in a fresh Workspace (named `prefix`...)
+ * and a plain directory beside it, each behind an Executor; tears both down after the file's
+ * tests. The returned object is filled in by beforeAll.
+ */
+export function differentialSides(prefix: string): DifferentialSides {
+  const sides = {} as Partial<DifferentialSides>;
+  beforeAll(async () => {
+    const ws = new Workspace(prefix);
+    sides.ws = ws;
+    await ws.init();
+    await ws.mount();
+    const plain = join(ws.dir, 'plain');
+    fs.mkdirSync(plain);
+    sides.subject = new Executor({ name: 'coffer', root: ws.mnt, remount: () => ws.remount() });
+    sides.oracle = new Executor({ name: 'plain', root: plain });
+  });
+  afterAll(async () => {
+    sides.subject?.closeAll();
+    sides.oracle?.closeAll();
+    stopXattrHelper();
+    await sides.ws?.cleanup();
+  });
+  return sides as DifferentialSides;
 }
