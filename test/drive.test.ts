@@ -307,7 +307,7 @@ describe('command line', () => {
     expect(await exited).toBe(0);
     expect(stderr).toMatch(/Mounted/);
     // The log goes to stderr too, as lines for people (the file keeps JSON).
-    expect(stderr).toMatch(/^\S+Z INFO  \[\d+\] mounted \S+ at /m);
+    expect(stderr).toMatch(/^\S+Z INFO  \[\d+\] mounted \S+ as ".*" at /m);
     expect(stderr).toMatch(/^\S+Z INFO  \[\d+\] unmounted /m);
     expect(stderr).not.toMatch(/^\{/m);
   });
