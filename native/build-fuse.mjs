@@ -15,7 +15,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** fuse.ts refuses to run on an addon that does not report exactly this value. */
-export const PATCH_LEVEL = 2;
+export const PATCH_LEVEL = 3;
 const FUSE_NATIVE_VERSION = '2.2.6';
 
 const PATH_ARGV = 'napi_create_string_utf8(env, l->path, NAPI_AUTO_LENGTH, &(argv[2]));';
@@ -93,6 +93,21 @@ const HUNKS = [
       '  if (rem < 0) { rem += 1000; sec -= 1; }\n' +
       '  ts->tv_sec = sec;\n' +
       '  ts->tv_nsec = rem * 1000000;\n',
+    count: 1,
+  },
+  {
+    name: 'more requests in flight: max_background 64 (the kernel default is 12)',
+    before: 'static void * fuse_native_init (struct fuse_conn_info *conn) {\n  fuse_thread_locals_t *l = get_thread_locals();\n',
+    after:
+      'static void * fuse_native_init (struct fuse_conn_info *conn) {\n' +
+      '  // Coffer: reads through the page cache (read-ahead) are background requests, and the\n' +
+      '  // kernel lets only max_background of them reach the filesystem at once, first come first\n' +
+      '  // served. With the default of 12, a program reading the heads of many remote-only files\n' +
+      '  // (a thumbnailer) fills that queue, and every other program\'s reads wait behind it.\n' +
+      '  // libfuse 2 starts a thread per request in flight, so the daemon sees them all at once.\n' +
+      '  conn->max_background = 64;\n' +
+      '  conn->congestion_threshold = 48;\n' +
+      '  fuse_thread_locals_t *l = get_thread_locals();\n',
     count: 1,
   },
   {

@@ -6,7 +6,7 @@
  */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -159,6 +159,18 @@ describe('a filesystem served by mountFuse, driven through the kernel', () => {
     expect(entry!.options).toContain('default_permissions');
     expect(await isStaleMount(mnt)).toBe(false);
   }, 30_000);
+
+  it('lets 64 background requests (read-ahead) reach the filesystem at once, not the kernel default of 12', async (ctx) => {
+    // The kernel shows each FUSE connection under fusectl, named by the mount's device number.
+    const connections = '/sys/fs/fuse/connections';
+    if (!existsSync(connections) || readdirSync(connections).length === 0) {
+      spawnSync('mount', ['-t', 'fusectl', 'none', connections]);
+    }
+    const dir = path.join(connections, String(statSync(mnt).dev));
+    if (!existsSync(dir)) ctx.skip(`fusectl is not available here (${connections})`);
+    expect(readFileSync(path.join(dir, 'max_background'), 'utf8').trim()).toBe('64');
+    expect(readFileSync(path.join(dir, 'congestion_threshold'), 'utf8').trim()).toBe('48');
+  });
 
   it('refuses a second mount on the same mountpoint and a missing mountpoint, with clear messages', async () => {
     const opts = { fsname: 'c', subtype: 'coffer', log: () => undefined };

@@ -127,7 +127,7 @@ export interface FuseSession {
 }
 
 /** Must equal PATCH_LEVEL in native/build-fuse.mjs. */
-const NATIVE_PATCH_LEVEL = 2;
+const NATIVE_PATCH_LEVEL = 3;
 const DEFAULT_TIMEOUT_MS = 60_000;
 /** fuse-native copies the `-o` string and the mountpoint into `char[1024]` and silently truncates. */
 const NATIVE_STRING_MAX_BYTES = 1023;
