@@ -187,7 +187,10 @@ export class ChunkStore {
       await writeAtomically(final, sealed);
     } catch (err) {
       // A full disk: make room by dropping cached chunks the remote holds, then try once more.
-      if ((err as NodeJS.ErrnoException).code !== 'ENOSPC' || (await this.evictDown(this.localBytes - ENOSPC_RELIEF_BYTES)) === 0) throw err;
+      // Try even if this call freed nothing: a concurrent write that hit the full disk at the
+      // same moment may just have made the room.
+      if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
+      await this.evictDown(this.localBytes - ENOSPC_RELIEF_BYTES);
       await writeAtomically(final, sealed);
     }
     this.unsynced.add(final);
