@@ -181,6 +181,36 @@ describe('coffer ls-mounts, logs and status --watch', () => {
     expect(lines.length).toBeGreaterThanOrEqual(2);
     expect(lines[0].mounted).toBe(true);
   });
+
+  it('names the files a failing upload holds up, counts pending files, and shows the upload rate', async () => {
+    const { ws } = await vault();
+    const gate = join(ws.dir, 'remote-down');
+    fs.writeFileSync(gate, '');
+    await ws.mount(ws.mnt, { COFFER_FAULTS: `outage-file=${gate}` });
+    fs.mkdirSync(ws.path('docs'));
+    fs.writeFileSync(ws.path('docs/report.txt'), randomBytes(3000));
+    await cofferOk(['sync', ws.mnt]);
+    let status: { pendingFiles: number; uploadErrors: { paths: string[] }[] } | undefined;
+    for (let tries = 0; tries < 100 && !status?.uploadErrors.length; tries++) {
+      await new Promise((r) => setTimeout(r, 100));
+      status = JSON.parse((await cofferOk(['status', ws.mnt, '--json'])).stdout);
+    }
+    expect(status!.pendingFiles).toBe(1);
+    expect(status!.uploadErrors[0]!.paths).toEqual(['/docs/report.txt']);
+    const text = (await cofferOk(['status', ws.mnt])).stdout;
+    expect(text).toMatch(/not yet on the remote: 1 files, 1 chunks/);
+    expect(text).toMatch(/failing upload: chunk [0-9a-f]+… of \/docs\/report\.txt after \d+ attempts/);
+
+    // Once the remote is back, the upload goes through at a rate status can show.
+    fs.rmSync(gate);
+    fs.writeFileSync(ws.path('big'), randomBytes(8 * 1024 * 1024));
+    await cofferOk(['sync', ws.mnt, '--wait']);
+    await new Promise((r) => setTimeout(r, 1100));
+    const after = JSON.parse((await cofferOk(['status', ws.mnt, '--json'])).stdout);
+    expect(after).toMatchObject({ pendingFiles: 0, uploadErrors: [] });
+    expect(after.uploadRate).toBeGreaterThan(0);
+    expect(after.uploadEtaSeconds).toBeNull();
+  });
 });
 
 describe('coffer logs', () => {

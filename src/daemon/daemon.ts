@@ -54,7 +54,13 @@ export interface DaemonStatus extends IndexCounts {
   /** The mount is gone and the daemon is uploading what it can before it exits (bounded). */
   stopping: boolean;
   /** Chunks whose upload keeps failing, with the last error (they are retried with backoff). */
-  uploadErrors: { id: string; attempts: number; error: string }[];
+  uploadErrors: { id: string; attempts: number; error: string; paths: string[] }[];
+  /** Files that name at least one chunk not yet uploaded. */
+  pendingFiles: number;
+  /** Bytes per second uploaded over the last few seconds; null before there is a measurement. */
+  uploadRate: number | null;
+  /** Seconds until the pending bytes are uploaded at that rate; null when nothing moves. */
+  uploadEtaSeconds: number | null;
 }
 
 export interface SyncStarted {
@@ -249,6 +255,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     shuttingDown ??= (async () => {
       log.info(`shutting down: ${reason}`);
       clearInterval(watcher);
+      clearInterval(rateSampler);
       await data.flushAll().catch((err) => log.error(`committing buffers before unmount: ${(err as Error).message}`, { err }));
       if (session) await session.unmount().catch((err) => log.error(`unmounting ${mountpoint}: ${(err as Error).message}`, { err, mountpoint }));
       await data.flushAll().catch((err) => log.error(`committing buffers after unmount: ${(err as Error).message}`, { err }));
@@ -274,8 +281,24 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     return shuttingDown;
   };
 
+  // Upload rate over the last ten seconds, from the syncer's running byte count.
+  const uploadSamples: { atMs: number; bytes: number }[] = [];
+  const rateSampler = setInterval(() => {
+    uploadSamples.push({ atMs: Date.now(), bytes: syncer.status().uploadedBytes });
+    if (uploadSamples.length > 11) uploadSamples.shift();
+  }, 1000);
+  rateSampler.unref();
+  const uploadRate = (): number | null => {
+    const first = uploadSamples[0];
+    const last = uploadSamples[uploadSamples.length - 1];
+    if (!first || !last || last.atMs - first.atMs < 1000) return null;
+    return (last.bytes - first.bytes) / ((last.atMs - first.atMs) / 1000);
+  };
+
   const status = (): DaemonStatus => {
     const cache = store.cacheUsage;
+    const counts = index.counts();
+    const rate = uploadRate();
     return {
       mounted: true,
       pid: process.pid,
@@ -283,14 +306,20 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
       vault: paths.dir,
       mountpoint,
       remote: backend.description,
-      ...index.counts(),
+      ...counts,
       bufferedBytes: data.bufferedByteCount,
       cacheBytes: cache.bytes,
       cacheLimitBytes: cache.limitBytes,
       sync: syncer.status(),
       fuseOps: opStats.snapshot(),
       stopping: shuttingDown !== undefined,
-      uploadErrors: index.lastUploadErrors(10),
+      uploadErrors: index.lastUploadErrors(10).map((e) => ({
+        ...e,
+        paths: index.filesOfChunk(Buffer.from(e.id, 'hex'), 5).map(({ ino }) => index.pathOf(ino)),
+      })),
+      pendingFiles: counts.pendingChunks > 0 ? index.pendingFileCount() : 0,
+      uploadRate: rate,
+      uploadEtaSeconds: rate && rate > 0 && counts.pendingBytes > 0 ? Math.ceil(counts.pendingBytes / rate) : null,
     };
   };
 

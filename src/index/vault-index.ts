@@ -580,6 +580,24 @@ export class VaultIndex {
 
   /** Lets every queued upload, including ones backing off after failures, go now. */
   /** How many files name a chunk that is not on the remote yet. */
+  /** A path of the inode inside the mount (the first name if it has several), or a note that it has none. */
+  pathOf(ino: number): string {
+    const parts: string[] = [];
+    let at = ino;
+    for (let depth = 0; at !== ROOT_INO && depth < 4096; depth++) {
+      const entry = this.db.prepare<[number], { parent: number; name: string }>('SELECT parent, name FROM entries WHERE ino = ? LIMIT 1').get(at);
+      if (!entry) return `(inode ${ino}, unlinked)`;
+      parts.unshift(entry.name);
+      at = entry.parent;
+    }
+    return '/' + parts.join('/');
+  }
+
+  /** The files whose contents include a chunk, with the index of that chunk in each. */
+  filesOfChunk(id: Buffer, limit = 100): { ino: number; idx: number }[] {
+    return this.db.prepare<[Buffer, number], { ino: number; idx: number }>('SELECT ino, idx FROM file_chunks WHERE chunk = ? LIMIT ?').all(id, limit);
+  }
+
   pendingFileCount(): number {
     return this.db
       .prepare<[], { n: number }>('SELECT count(DISTINCT f.ino) AS n FROM file_chunks f WHERE f.chunk IN (SELECT id FROM upload_queue)')

@@ -127,22 +127,9 @@ function checkIndex(index: VaultIndex, problems: FsckProblem[], checked: FsckRep
 
 /** Which files, and which bytes of them, a chunk holds. */
 function affectedRanges(index: VaultIndex, id: Buffer, chunkSize: number): AffectedRange[] {
-  const rows = index.db.prepare<[Buffer], { ino: number; idx: number }>('SELECT ino, idx FROM file_chunks WHERE chunk = ?').all(id);
-  return rows.map(({ ino, idx }) => {
+  return index.filesOfChunk(id, Number.MAX_SAFE_INTEGER).map(({ ino, idx }) => {
     const size = index.getInode(ino)?.size ?? 0;
     const offset = idx * chunkSize;
-    return { path: pathOf(index, ino), offset, length: Math.max(0, Math.min(chunkSize, size - offset)) };
+    return { path: index.pathOf(ino), offset, length: Math.max(0, Math.min(chunkSize, size - offset)) };
   });
-}
-
-function pathOf(index: VaultIndex, ino: number): string {
-  const parts: string[] = [];
-  let at = ino;
-  for (let depth = 0; at !== ROOT_INO && depth < 4096; depth++) {
-    const entry = index.db.prepare<[number], { parent: number; name: string }>('SELECT parent, name FROM entries WHERE ino = ? LIMIT 1').get(at);
-    if (!entry) return `(inode ${ino}, unlinked)`;
-    parts.unshift(entry.name);
-    at = entry.parent;
-  }
-  return '/' + parts.join('/');
 }

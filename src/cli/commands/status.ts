@@ -57,18 +57,29 @@ async function renderStatus(path: string, json: boolean): Promise<string> {
     `remote:     ${status.remote}`,
     `files:      ${status.files} (${formatBytes(status.bytes)}), ${status.directories} directories`,
     `chunks:     ${status.chunks} (${formatBytes(status.chunkBytes)} stored)`,
-    `not yet on the remote: ${status.pendingChunks} chunks (${formatBytes(status.pendingBytes)})${status.failedChunks ? `, ${status.failedChunks} failing` : ''}`,
+    `not yet on the remote: ${'pendingFiles' in status ? `${status.pendingFiles} files, ` : ''}${status.pendingChunks} chunks (${formatBytes(status.pendingBytes)})${status.failedChunks ? `, ${status.failedChunks} failing` : ''}`,
   ];
   if (status.mounted) {
     const over = status.cacheBytes > status.cacheLimitBytes;
     lines.push(
       `cache:      ${formatBytes(status.cacheBytes)} of ${formatBytes(status.cacheLimitBytes)}${over ? ' — over the limit: what is not uploaded yet cannot be evicted' : ''}`,
     );
+    if (status.uploadRate !== null && (status.uploadRate > 0 || status.pendingChunks > 0)) {
+      const eta = status.uploadEtaSeconds === null ? '' : `, about ${formatSeconds(status.uploadEtaSeconds)} to go`;
+      lines.push(`uploading:  ${formatBytes(status.uploadRate)}/s${eta}`);
+    }
     lines.push(`last publish: ${formatAgo(status.sync.lastPublishMs)}${status.sync.publishedChange < status.sync.changeCount ? ' (changes not yet published)' : ''}`);
     if (status.sync.lastError) lines.push(`last error: ${status.sync.lastError}`);
     for (const failing of status.uploadErrors.slice(0, 3)) {
-      lines.push(`failing upload: chunk ${failing.id.slice(0, 16)}… after ${failing.attempts} attempts: ${failing.error} (retrying)`);
+      const where = failing.paths.length > 0 ? ` of ${failing.paths.join(', ')}` : '';
+      lines.push(`failing upload: chunk ${failing.id.slice(0, 16)}…${where} after ${failing.attempts} attempts: ${failing.error} (retrying)`);
     }
   }
   return lines.join('\n') + '\n';
+}
+
+function formatSeconds(seconds: number): string {
+  if (seconds < 90) return `${seconds} s`;
+  if (seconds < 90 * 60) return `${Math.round(seconds / 60)} min`;
+  return `${(seconds / 3600).toFixed(1)} h`;
 }
