@@ -15,6 +15,7 @@ import { logsCommand } from './commands/logs.js';
 import { lsMountsCommand } from './commands/ls-mounts.js';
 import { mountCommand } from './commands/mount.js';
 import { passwdCommand } from './commands/passwd.js';
+import { serveAccountAddCommand, serveCommand } from './commands/serve.js';
 import { rebuildIndexCommand } from './commands/rebuild-index.js';
 import { DEFAULT_STOP_TIMEOUT_S, serviceInstallCommand, serviceUninstallCommand } from './commands/service.js';
 import { statusCommand } from './commands/status.js';
@@ -243,6 +244,56 @@ async function main(): Promise<void> {
         .demandCommand(1, 'name a service command: install or uninstall')
         .example('$0 service install ~/vault ~/Coffer --passphrase-file ~/.config/coffer/passphrase', '')
         .example('$0 service uninstall ~/vault', ''),
+    )
+    .command('serve', 'run the HTTP storage server for http(s):// remotes, or manage its accounts', (y) =>
+      y
+        .option('data', { type: 'string', demandOption: true, describe: 'the server\'s data directory (accounts.json and every account\'s objects)' })
+        .command(
+          '$0',
+          'serve the HTTP API in the foreground until SIGTERM or SIGINT',
+          (yy) =>
+            yy
+              .option('listen', { type: 'string', default: '127.0.0.1:8080', describe: 'HOST:PORT to listen on (port 0: any free port; the line printed names it)' })
+              .option('max-object-size', { type: 'string', describe: 'largest object accepted, e.g. 65M (default 65M)' })
+              .option('max-uploads', { type: 'number', describe: 'uploads one account may have in progress at once (default 16)' })
+              .option('rate-limit', { type: 'number', describe: 'requests per second per account, sustained (default 500)' })
+              .option('request-timeout', { type: 'number', describe: 'seconds a request (headers and body) may take (default 300)' })
+              .option('idle-timeout', { type: 'number', describe: 'seconds a connection may stay silent (default 30)' })
+              .example('$0 serve --listen 127.0.0.1:8080 --data /srv/coffer', 'then on the drive: coffer init ~/vault --remote http://127.0.0.1:8080/'),
+          (argv) =>
+            serveCommand({
+              listen: argv.listen,
+              data: argv.data,
+              maxObjectSize: size(argv['max-object-size']),
+              maxConcurrentUploads: argv['max-uploads'],
+              rateLimit: argv['rate-limit'],
+              requestTimeoutMs: argv['request-timeout'] === undefined ? undefined : argv['request-timeout'] * 1000,
+              idleTimeoutMs: argv['idle-timeout'] === undefined ? undefined : argv['idle-timeout'] * 1000,
+            }),
+        )
+        .command('account', 'manage the accounts of a coffer serve data directory', (yy) =>
+          yy
+            .command(
+              'add <name>',
+              'create an account and print its token (once: only its hash is stored)',
+              (yyy) =>
+                yyy
+                  .positional('name', { type: 'string', demandOption: true })
+                  .option('quota-bytes', { type: 'string', describe: 'bytes the account may store, e.g. 100G (default: no limit)' })
+                  .option('quota-objects', { type: 'number', describe: 'objects the account may store (default: no limit)' })
+                  .option('json', { type: 'boolean', default: false, describe: 'print the account and its token as JSON' })
+                  .example('$0 serve account add alice --data /srv/coffer --quota-bytes 100G', ''),
+              (argv) =>
+                serveAccountAddCommand({
+                  name: argv.name,
+                  data: argv.data,
+                  quotaBytes: size(argv['quota-bytes']),
+                  quotaObjects: argv['quota-objects'],
+                  json: argv.json,
+                }),
+            )
+            .demandCommand(1, 'name an account command: add'),
+        ),
     )
     .completion('completion', 'print a shell completion script (bash, zsh): source <(coffer completion)')
     .demandCommand(1, 'name a command')

@@ -1,0 +1,45 @@
+/** `coffer serve` (the HTTP server for http(s):// remotes) and `coffer serve account add`. */
+import { CofferError } from '../../errors.js';
+import { addAccount } from '../../server/accounts.js';
+import { CofferServer, type ServeOptions } from '../../server/server.js';
+
+export function parseListen(listen: string): { host: string; port: number } {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:]+)):(\d{1,5})$/.exec(listen);
+  const port = match ? Number(match[3]) : NaN;
+  if (!match || port > 65535) throw new CofferError('BAD_ARGUMENT', `--listen ${listen}: expected HOST:PORT, e.g. 127.0.0.1:8080`);
+  return { host: (match[1] ?? match[2])!, port };
+}
+
+export async function serveCommand(args: { listen: string; data: string } & Omit<ServeOptions, 'dataDir' | 'host' | 'port'>): Promise<void> {
+  const { host, port } = parseListen(args.listen);
+  const { listen: _listen, data, ...limits } = args;
+  const defined = Object.fromEntries(Object.entries(limits).filter(([, v]) => v !== undefined));
+  const server = new CofferServer({ dataDir: data, host, port, ...defined });
+  const address = await server.listen();
+  const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  process.stdout.write(`coffer serve: listening on http://${shownHost}:${address.port}/\n`);
+  await new Promise<void>((resolvePromise) => {
+    const stop = () => {
+      process.off('SIGTERM', stop);
+      process.off('SIGINT', stop);
+      void server.close().then(resolvePromise);
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+  });
+}
+
+export async function serveAccountAddCommand(args: { name: string; data: string; quotaBytes?: number; quotaObjects?: number; json: boolean }): Promise<void> {
+  const { account, token } = await addAccount(args.data, args.name, { bytes: args.quotaBytes, objects: args.quotaObjects });
+  if (args.json) {
+    process.stdout.write(
+      JSON.stringify({ id: account.id, name: account.name, quotaBytes: account.quotaBytes, quotaObjects: account.quotaObjects, token }) + '\n',
+    );
+    return;
+  }
+  process.stdout.write(
+    `Account ${account.name} (${account.id}) created.\n` +
+      `Token (shown once; only its hash is kept): ${token}\n` +
+      `Use it on the drive as COFFER_TOKEN, or as "token" in the vault's config.json.\n`,
+  );
+}
