@@ -24,6 +24,8 @@ export type CofferErrorCode =
   | 'REMOTE_UNAVAILABLE'
   | 'REMOTE_NOT_FOUND'
   | 'REMOTE_EXISTS'
+  /** The remote refuses more data: the account's quota (or the server's disk) is full. */
+  | 'REMOTE_QUOTA'
   | 'REMOTE_ROLLBACK'
   | 'BAD_ARGUMENT'
   | 'NO_PASSPHRASE'
@@ -75,7 +77,7 @@ export class FormatError extends CofferError {
 /** A remote backend failure; `code` tells whether it is worth retrying. */
 export class RemoteError extends CofferError {
   constructor(
-    code: 'REMOTE_UNAVAILABLE' | 'REMOTE_NOT_FOUND' | 'REMOTE_EXISTS',
+    code: 'REMOTE_UNAVAILABLE' | 'REMOTE_NOT_FOUND' | 'REMOTE_EXISTS' | 'REMOTE_QUOTA',
     message: string,
     options?: { cause?: unknown },
   ) {

@@ -24,6 +24,11 @@ export function toErrno(err: unknown, op: string, log: ErrorLogger): number {
   if (typeof code === 'string' && PASS_THROUGH.has(code)) return -errnoByName[code]!;
   // The index's disk is full: to the program this is the same as its own write not fitting.
   if (code === 'SQLITE_FULL') return -errnoByName.ENOSPC!;
+  // The remote's account is full: to the program, the same as a full disk.
+  if (err instanceof CofferError && err.code === 'REMOTE_QUOTA') {
+    log(`${op}: remote quota exceeded: ${err.message}`, { op, err });
+    return -errnoByName.ENOSPC!;
+  }
   if (err instanceof CofferError && err.code === 'REMOTE_UNAVAILABLE') {
     log(`${op}: remote unavailable: ${err.message}`, { op, err });
     return -errnoByName.EIO!;

@@ -6,6 +6,7 @@
  * Errors each method may throw (all RemoteError):
  * - `REMOTE_NOT_FOUND`   get/head/delete of a key that does not exist (delete may also succeed silently)
  * - `REMOTE_EXISTS`      createExclusive of a key that already exists
+ * - `REMOTE_QUOTA`       put/createExclusive the server refuses for lack of room (the account's quota); not retried
  * - `REMOTE_UNAVAILABLE` anything transient or environmental (network, 5xx, disk); safe to retry
  * Every call takes an AbortSignal; an aborted call rejects with the signal's reason.
  */
