@@ -2,6 +2,7 @@ import { fileURLToPath } from 'node:url';
 import { CofferError } from '../errors.js';
 import type { RemoteBackend } from './backend.js';
 import { FileBackend } from './file-backend.js';
+import { HttpBackend } from './http-backend.js';
 import { RetryingBackend } from './retrying-backend.js';
 import { S3Backend } from './s3-backend.js';
 
@@ -10,6 +11,8 @@ export interface OpenBackendOptions {
   s3Endpoint?: string;
   /** Default `AWS_REGION`, `AWS_DEFAULT_REGION`, else us-east-1. */
   s3Region?: string;
+  /** Bearer token for http(s):// remotes (`coffer serve`); `COFFER_TOKEN` wins over it. */
+  token?: string;
   /** Where credentials and defaults come from (`process.env` unless given). */
   env?: NodeJS.ProcessEnv;
   /**
@@ -20,9 +23,10 @@ export interface OpenBackendOptions {
 }
 
 /**
- * Opens the backend a remote URL names: `file:///path` or `s3://bucket/prefix`.
+ * Opens the backend a remote URL names: `file:///path`, `s3://bucket/prefix` or
+ * `http(s)://host:port/[prefix]` (a `coffer serve` server).
  *
- * An S3 remote comes wrapped in RetryingBackend, since the network fails transiently. A
+ * An S3 or HTTP remote comes wrapped in RetryingBackend, since the network fails transiently. A
  * file remote does not: its only "transient" failures are local disk errors that a retry
  * seldom cures, and callers get the FileBackend itself as they always have.
  */
@@ -31,7 +35,7 @@ export function openBackend(url: string, options: OpenBackendOptions = {}): Remo
   try {
     parsed = new URL(url);
   } catch {
-    throw new CofferError('BAD_ARGUMENT', `not a remote URL: ${url} (expected file:///path or s3://bucket/prefix)`);
+    throw new CofferError('BAD_ARGUMENT', `not a remote URL: ${url} (expected file:///path, s3://bucket/prefix or http(s)://host:port/)`);
   }
   const wrap = options.wrap ?? ((backend: RemoteBackend) => backend);
   switch (parsed.protocol) {
@@ -39,8 +43,11 @@ export function openBackend(url: string, options: OpenBackendOptions = {}): Remo
       return wrap(new FileBackend(fileURLToPath(parsed)));
     case 's3:':
       return new RetryingBackend(wrap(openS3(parsed, url, options)));
+    case 'http:':
+    case 'https:':
+      return new RetryingBackend(wrap(openHttp(parsed, url, options)));
     default:
-      throw new CofferError('BAD_ARGUMENT', `unsupported remote ${parsed.protocol}// in ${url} (supported: file://, s3://)`);
+      throw new CofferError('BAD_ARGUMENT', `unsupported remote ${parsed.protocol}// in ${url} (supported: file://, s3://, http://, https://)`);
   }
 }
 
@@ -81,4 +88,14 @@ function openS3(parsed: URL, url: string, options: OpenBackendOptions): S3Backen
     // Only AWS is sure to serve bucket.host names; other servers need DNS set up for it.
     forcePathStyle: !/(^|\.)amazonaws\.com(\.cn)?$/.test(host),
   });
+}
+
+function openHttp(parsed: URL, url: string, options: OpenBackendOptions): HttpBackend {
+  const env = options.env ?? process.env;
+  if (parsed.username || parsed.password || parsed.search || parsed.hash) {
+    throw new CofferError('BAD_ARGUMENT', `unexpected parts in ${url}: a coffer serve remote is http(s)://host:port/[prefix]; the token comes from COFFER_TOKEN or the vault config`);
+  }
+  const token = env.COFFER_TOKEN || options.token;
+  if (!token) throw new CofferError('BAD_ARGUMENT', `set COFFER_TOKEN (or "token" in the vault's config.json) to use ${url}`);
+  return new HttpBackend({ url, token });
 }

@@ -19,11 +19,13 @@ export interface VaultConfig {
    * names existed: they show their directory's name (`volumeName`).
    */
   name?: string;
-  /** Where sealed objects go: file:///path or s3://bucket/prefix. */
+  /** Where sealed objects go: file:///path, s3://bucket/prefix or http(s)://host:port/[prefix]. */
   remote: string;
   /** S3 endpoint URL for non-AWS stores (else COFFER_S3_ENDPOINT, else AWS). */
   s3Endpoint?: string;
   s3Region?: string;
+  /** Bearer token for an http(s):// remote (`coffer serve`); COFFER_TOKEN overrides it. */
+  token?: string;
   /** Bytes of sealed chunks kept locally; chunks the remote holds are evicted beyond it. */
   cacheSize: number;
   /** Memory for write buffers, bytes. */
@@ -130,7 +132,7 @@ export function withOverrides(config: VaultConfig, overrides: ConfigOverrides = 
  * value counts as unset, so `COFFER_FAULTS= coffer mount` turns faults off.
  */
 export function openConfiguredBackend(
-  config: Pick<VaultConfig, 'remote' | 's3Endpoint' | 's3Region'> & Partial<Pick<VaultConfig, 'uploadLimit' | 'downloadLimit'>>,
+  config: Pick<VaultConfig, 'remote' | 's3Endpoint' | 's3Region'> & Partial<Pick<VaultConfig, 'token'>> & Partial<Pick<VaultConfig, 'uploadLimit' | 'downloadLimit'>>,
 ): RemoteBackend {
   const faults = process.env.COFFER_FAULTS?.trim() ? parseFaultPlan(process.env.COFFER_FAULTS) : undefined;
   const uploadLimit = config.uploadLimit ?? 0;
@@ -139,6 +141,7 @@ export function openConfiguredBackend(
   return openBackend(config.remote, {
     s3Endpoint: config.s3Endpoint,
     s3Region: config.s3Region,
+    token: config.token,
     // Beneath the retries (every attempt spends bandwidth), above the faults (which stand for the network).
     wrap:
       faults || limited

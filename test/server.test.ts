@@ -1,0 +1,226 @@
+/**
+ * `coffer serve` as a real child process over a fresh data directory, and the drive's
+ * http:// backend against it: the backend conformance suite, accounts kept apart, keys that
+ * try to escape, size limits and quotas.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CofferError } from '../src/errors.js';
+import { HttpBackend } from '../src/remote/http-backend.js';
+import { openBackend } from '../src/remote/open-backend.js';
+import { RetryingBackend } from '../src/remote/retrying-backend.js';
+import { CLI, cofferOk } from './helpers/drive.js';
+import { remoteConformance } from './helpers/remote-conformance.js';
+
+let dir: string;
+let data: string;
+let server: ChildProcess | undefined;
+let base: string;
+const tokens: Record<'a' | 'b' | 'small', string> = { a: '', b: '', small: '' };
+const MAX_OBJECT = 256 * 1024;
+
+async function addAccount(name: string, extra: string[] = []): Promise<string> {
+  const { stdout } = await cofferOk(['serve', 'account', 'add', name, '--data', data, '--json', ...extra]);
+  return (JSON.parse(stdout) as { token: string }).token;
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'coffer-serve-'));
+  data = join(dir, 'data');
+  tokens.a = await addAccount('alice');
+  tokens.b = await addAccount('bob');
+  server = spawn(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', '--data', data, '--max-object-size', String(MAX_OBJECT)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  server.stderr!.on('data', (d) => (stderr += d));
+  base = await new Promise<string>((resolvePromise, reject) => {
+    let out = '';
+    server!.stdout!.on('data', (d) => {
+      out += d;
+      const match = /listening on (http:\/\/\S+?)\/?\n/.exec(out);
+      if (match) resolvePromise(match[1]!);
+    });
+    server!.once('exit', (code) => reject(new Error(`coffer serve exited (${code}): ${stderr}`)));
+  });
+  // An account added while the server runs is picked up without a restart.
+  tokens.small = await addAccount('small', ['--quota-bytes', '1000', '--quota-objects', '3']);
+});
+
+afterAll(async () => {
+  if (server && server.exitCode === null) {
+    const exited = new Promise((r) => server!.once('exit', r));
+    server.kill('SIGTERM');
+    await exited;
+  }
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function backend(token = tokens.a, prefix = `v-${randomBytes(4).toString('hex')}`): HttpBackend {
+  return new HttpBackend({ url: `${base}/${prefix}/`, token });
+}
+
+/** One raw request, so tests can send what the backend never would. */
+function raw(method: string, path: string, options: { token?: string; body?: Buffer; headers?: Record<string, string> } = {}) {
+  return new Promise<{ status: number; body: string; json: { error?: { code: string } } | undefined }>((resolvePromise, reject) => {
+    const url = new URL(base);
+    const req = request(
+      {
+        host: url.hostname,
+        port: url.port,
+        method,
+        path,
+        headers: { ...(options.token ? { authorization: `Bearer ${options.token}` } : {}), ...options.headers },
+      },
+      (res) => {
+        const pieces: Buffer[] = [];
+        res.on('data', (d: Buffer) => pieces.push(d));
+        res.on('end', () => {
+          const body = Buffer.concat(pieces).toString('utf8');
+          let json;
+          try {
+            json = JSON.parse(body);
+          } catch {
+            json = undefined;
+          }
+          resolvePromise({ status: res.statusCode!, body, json });
+        });
+      },
+    );
+    req.on('error', reject);
+    req.end(options.body);
+  });
+}
+
+async function failure(promise: Promise<unknown>): Promise<CofferError> {
+  try {
+    await promise;
+  } catch (err) {
+    if (err instanceof CofferError) return err;
+    throw err;
+  }
+  throw new Error('expected a failure');
+}
+
+remoteConformance('http (coffer serve)', async () => backend());
+
+remoteConformance('http:// URL through openBackend (retrying, token from COFFER_TOKEN)', async () =>
+  openBackend(`${base}/u-${randomBytes(4).toString('hex')}/`, { env: { COFFER_TOKEN: tokens.a } }),
+);
+
+describe('coffer serve', () => {
+  it('answers health checks without a token, and metrics in Prometheus text format', async () => {
+    expect((await raw('GET', '/healthz')).status).toBe(200);
+    const metrics = await raw('GET', '/metrics');
+    expect(metrics.status).toBe(200);
+    expect(metrics.body).toMatch(/^# TYPE coffer_serve_requests_total counter$/m);
+  });
+
+  it('refuses requests without a token or with a wrong one', async () => {
+    for (const token of [undefined, 'cft_wrong']) {
+      const answer = await raw('GET', '/v1/objects/chunks/x', token ? { token } : {});
+      expect(answer.status).toBe(401);
+      expect(answer.json?.error?.code).toBe('UNAUTHORIZED');
+    }
+    const err = await failure(backend('cft_wrong').get('x'));
+    expect(err.code).toBe('BAD_ARGUMENT');
+    expect(err.message).toMatch(/UNAUTHORIZED.*COFFER_TOKEN/);
+    expect(() => openBackend(`${base}/`, { env: {} })).toThrow(/COFFER_TOKEN/);
+    expect(openBackend(`${base}/`, { env: {}, token: tokens.a })).toBeInstanceOf(RetryingBackend);
+  });
+
+  it('keeps accounts apart: the same key under another account is NOT_FOUND and lists are separate', async () => {
+    const alice = backend(tokens.a, 'shared');
+    const bob = backend(tokens.b, 'shared');
+    await alice.put('manifests/00000000000000000001', Buffer.from('alice'));
+    expect((await failure(bob.get('manifests/00000000000000000001'))).code).toBe('REMOTE_NOT_FOUND');
+    expect((await failure(bob.head('manifests/00000000000000000001'))).code).toBe('REMOTE_NOT_FOUND');
+    expect(await bob.list('')).toEqual([]);
+    // Bob's create of the same key is his own object and does not touch Alice's.
+    await bob.createExclusive('manifests/00000000000000000001', Buffer.from('bob'));
+    await bob.put('manifests/00000000000000000001', Buffer.from('bob again'));
+    await bob.delete('manifests/00000000000000000001');
+    expect((await alice.get('manifests/00000000000000000001')).toString()).toBe('alice');
+    expect((await alice.list('manifests/')).map((o) => o.key)).toEqual(['manifests/00000000000000000001']);
+  });
+
+  it('refuses keys that try to leave the account or the data directory, and writes nothing outside', async () => {
+    const before = readdirSync(dir).sort();
+    const paths = [
+      '/v1/objects/../x',
+      '/v1/objects/chunks/../../x',
+      '/v1/objects/chunks/%2e%2e/%2e%2e/x',
+      '/v1/objects/%2e%2e%2f%2e%2e%2fx',
+      '/v1/objects/chunks/..%2f..%2fx',
+      '/v1/objects//etc/passwd',
+      '/v1/objects/a%5c..%5cx',
+      '/v1/objects/a%00b',
+      '/v1/objects/.hidden',
+      '/v1/objects/chunks//x',
+    ];
+    for (const path of paths) {
+      const answer = await raw('PUT', path, { token: tokens.a, body: Buffer.from('evil') });
+      expect([path, answer.status, answer.json?.error?.code]).toEqual([path, 400, 'BAD_KEY']);
+      const read = await raw('GET', path, { token: tokens.a });
+      expect([path, read.status]).toEqual([path, 400]);
+    }
+    expect((await raw('GET', '/v1/objects?prefix=../', { token: tokens.a })).json?.error?.code).toBe('BAD_KEY');
+    expect(readdirSync(dir).sort()).toEqual(before);
+    expect(readdirSync(data).sort()).toEqual(['accounts', 'accounts.json']);
+    // The backend's own keys are checked by the server the same way.
+    expect((await failure(backend().get('../outside'))).code).toBe('BAD_ARGUMENT');
+  });
+
+  it('refuses an object larger than the limit with TOO_LARGE, declared or streamed', async () => {
+    const big = randomBytes(MAX_OBJECT + 1);
+    const declared = await raw('PUT', '/v1/objects/chunks/big', { token: tokens.a, body: big });
+    expect([declared.status, declared.json?.error?.code]).toEqual([413, 'TOO_LARGE']);
+    const streamed = await raw('PUT', '/v1/objects/chunks/big', { token: tokens.a, body: big, headers: { 'transfer-encoding': 'chunked' } });
+    expect([streamed.status, streamed.json?.error?.code]).toEqual([413, 'TOO_LARGE']);
+    expect((await raw('HEAD', '/v1/objects/chunks/big', { token: tokens.a })).status).toBe(404);
+    await backend().put('chunks/fits', randomBytes(MAX_OBJECT));
+  });
+
+  it('enforces quotas with QUOTA_EXCEEDED, which the drive sees as REMOTE_QUOTA', async () => {
+    const small = backend(tokens.small, 'q');
+    await small.put('chunks/a', randomBytes(600));
+    const err = await failure(small.put('chunks/b', randomBytes(600)));
+    expect(err.code).toBe('REMOTE_QUOTA');
+    expect(err.message).toMatch(/QUOTA_EXCEEDED/);
+    // Replacing an object counts only the difference; deleting frees room.
+    await small.put('chunks/a', randomBytes(900));
+    await small.delete('chunks/a');
+    await small.put('chunks/b', randomBytes(600));
+    await small.put('chunks/c', randomBytes(10));
+    await small.put('chunks/d', randomBytes(10));
+    expect((await failure(small.put('chunks/e', randomBytes(10)))).code).toBe('REMOTE_QUOTA'); // 3 objects at most
+    expect((await raw('PUT', '/v1/objects/q/chunks/f', { token: tokens.small, body: Buffer.alloc(5) })).json?.error?.code).toBe('QUOTA_EXCEEDED');
+  });
+
+  it('lists in pages with a continuation key', async () => {
+    const remote = backend(tokens.b, 'paged');
+    const keys = Array.from({ length: 7 }, (_, i) => `snapshots/s${i}`);
+    for (const key of keys) await remote.put(key, Buffer.from(key));
+    const first = await raw('GET', '/v1/objects?prefix=paged/snapshots/&limit=3', { token: tokens.b });
+    const page = JSON.parse(first.body) as { objects: { key: string }[]; next: string };
+    expect(page.objects.map((o) => o.key)).toEqual(['paged/snapshots/s0', 'paged/snapshots/s1', 'paged/snapshots/s2']);
+    expect(page.next).toBe('paged/snapshots/s2');
+    const second = JSON.parse((await raw('GET', `/v1/objects?prefix=paged/snapshots/&limit=3&after=${encodeURIComponent(page.next)}`, { token: tokens.b })).body);
+    expect(second.objects.map((o: { key: string }) => o.key)).toEqual(['paged/snapshots/s3', 'paged/snapshots/s4', 'paged/snapshots/s5']);
+    expect((await remote.list('snapshots/')).map((o) => o.key)).toEqual(keys);
+  });
+
+  it('lets exactly one of many racing exclusive creates win', async () => {
+    const remote = backend();
+    const results = await Promise.allSettled(
+      Array.from({ length: 8 }, (_, i) => remote.createExclusive('manifests/00000000000000000007', Buffer.from(`writer ${i}`))),
+    );
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    for (const r of results) if (r.status === 'rejected') expect((r.reason as CofferError).code).toBe('REMOTE_EXISTS');
+  });
+});
