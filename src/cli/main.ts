@@ -45,7 +45,7 @@ async function main(): Promise<void> {
       (y) =>
         remoteOptions(y)
           .positional('vault-dir', { type: 'string', demandOption: true, describe: 'a new or empty directory for the vault' })
-          .option('remote', { type: 'string', describe: 'where the encrypted data goes (default: a folder inside the vault): file:///path or s3://bucket/prefix' })
+          .option('remote', { type: 'string', describe: 'where the encrypted data goes (default: a folder inside the vault): file:///path, s3://bucket/prefix or http(s)://host:port/prefix/ (coffer serve; token from COFFER_TOKEN)' })
           .option('name', { type: 'string', describe: `the volume name the mount shows (df, findmnt, mountinfo); default: the directory's name. Kept on this machine only` })
           .option('json', { type: 'boolean', default: false, describe: 'print what was created as JSON' })
           .example('$0 init ~/vault', 'a vault whose remote is the folder ~/vault/remote')
@@ -138,7 +138,7 @@ async function main(): Promise<void> {
       'recreate a vault on this machine from its remote and passphrase',
       (y) =>
         remoteOptions(y)
-          .positional('remote-url', { type: 'string', demandOption: true, describe: 'file:///path or s3://bucket/prefix' })
+          .positional('remote-url', { type: 'string', demandOption: true, describe: 'file:///path, s3://bucket/prefix or http(s)://host:port/prefix/' })
           .positional('vault-dir', { type: 'string', demandOption: true, describe: 'a new or empty directory' })
           .option('name', { type: 'string', describe: `the volume name of this copy (names are never on the remote); default: the directory's name` })
           .option('json', { type: 'boolean', default: false, describe: 'print what was cloned as JSON' })
