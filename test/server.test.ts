@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,7 +14,7 @@ import { CofferError } from '../src/errors.js';
 import { HttpBackend } from '../src/remote/http-backend.js';
 import { openBackend } from '../src/remote/open-backend.js';
 import { RetryingBackend } from '../src/remote/retrying-backend.js';
-import { CLI, cofferOk } from './helpers/drive.js';
+import { CLI, cofferOk, Workspace } from './helpers/drive.js';
 import { remoteConformance } from './helpers/remote-conformance.js';
 
 let dir: string;
@@ -223,4 +223,28 @@ describe('coffer serve', () => {
     expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
     for (const r of results) if (r.status === 'rejected') expect((r.reason as CofferError).code).toBe('REMOTE_EXISTS');
   });
+});
+
+describe('a vault on coffer serve', () => {
+  it('mounts, uploads, and comes back on a fresh machine from the server and the passphrase alone', async () => {
+    const env = { COFFER_TOKEN: tokens.a };
+    const url = `${base}/photos/`;
+    const ws = new Workspace('coffer-serve-drive-');
+    const copy = new Workspace('coffer-serve-clone-');
+    try {
+      await cofferOk(['init', ws.vault, '--remote', url], { env });
+      await ws.mount(ws.mnt, env);
+      const body = randomBytes(200_000); // under this server's object size limit (MAX_OBJECT)
+      writeFileSync(ws.path('f'), body);
+      await cofferOk(['sync', ws.mnt, '--wait'], { env });
+      await ws.unmount();
+      await cofferOk(['clone', url, copy.vault], { env });
+      await copy.mount(copy.mnt, env);
+      expect(readFileSync(copy.path('f')).equals(body)).toBe(true);
+      await copy.unmount();
+    } finally {
+      await ws.cleanup();
+      await copy.cleanup();
+    }
+  }, 240_000);
 });
