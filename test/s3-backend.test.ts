@@ -13,7 +13,7 @@ import { FileBackend } from '../src/remote/file-backend.js';
 import { openBackend } from '../src/remote/open-backend.js';
 import { RetryingBackend } from '../src/remote/retrying-backend.js';
 import { S3Backend, signS3Request, type S3BackendOptions } from '../src/remote/s3-backend.js';
-import { remoteConformance } from './helpers/remote-conformance.js';
+import { failure, remoteConformance } from './helpers/remote-conformance.js';
 import { startRgw, type RgwServer } from './helpers/rgw.js';
 
 let rgw: RgwServer;
@@ -46,16 +46,6 @@ function backend(overrides: Partial<S3BackendOptions> = {}): S3Backend {
     forcePathStyle: true,
     ...overrides,
   });
-}
-
-async function failure(promise: Promise<unknown>): Promise<CofferError> {
-  try {
-    await promise;
-  } catch (err) {
-    if (err instanceof CofferError) return err;
-    throw err;
-  }
-  throw new Error('expected a failure');
 }
 
 remoteConformance('s3 (Ceph RGW)', async () => backend());

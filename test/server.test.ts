@@ -15,7 +15,7 @@ import { HttpBackend } from '../src/remote/http-backend.js';
 import { openBackend } from '../src/remote/open-backend.js';
 import { RetryingBackend } from '../src/remote/retrying-backend.js';
 import { CLI, cofferOk, Workspace } from './helpers/drive.js';
-import { remoteConformance } from './helpers/remote-conformance.js';
+import { failure, remoteConformance } from './helpers/remote-conformance.js';
 
 let dir: string;
 let data: string;
@@ -95,16 +95,6 @@ function raw(method: string, path: string, options: { token?: string; body?: Buf
     req.on('error', reject);
     req.end(options.body);
   });
-}
-
-async function failure(promise: Promise<unknown>): Promise<CofferError> {
-  try {
-    await promise;
-  } catch (err) {
-    if (err instanceof CofferError) return err;
-    throw err;
-  }
-  throw new Error('expected a failure');
 }
 
 remoteConformance('http (coffer serve)', async () => backend());

@@ -6,9 +6,9 @@
  * to programs), timeouts, rate limits and 5xx → REMOTE_UNAVAILABLE (retried), a refused token
  * or key → BAD_ARGUMENT (retrying cannot help).
  */
-import got from 'got';
 import { CofferError, RemoteError } from '../errors.js';
 import type { ByteRange, CallOptions, ObjectInfo, RemoteBackend, RemoteCapabilities } from './backend.js';
+import { exchange, type HttpAnswer } from './http-exchange.js';
 
 export interface HttpBackendOptions {
   /** http(s)://host:port/ with an optional path that becomes a key prefix. */
@@ -17,11 +17,7 @@ export interface HttpBackendOptions {
   timeoutMs?: number;
 }
 
-interface HttpResponse {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  body: Buffer;
-}
+type HttpResponse = HttpAnswer;
 
 const LIST_PAGE = 1000;
 
@@ -62,27 +58,10 @@ export class HttpBackend implements RemoteBackend {
     what: string,
     options: { body?: Buffer; headers?: Record<string, string>; signal?: AbortSignal },
   ): Promise<HttpResponse> {
-    options.signal?.throwIfAborted();
-    const timeout = this.timeoutMs;
-    try {
-      const response = await got(url, {
-        method,
-        headers: { authorization: `Bearer ${this.token}`, ...options.headers },
-        body: options.body,
-        signal: options.signal,
-        throwHttpErrors: false,
-        retry: { limit: 0 },
-        followRedirect: false,
-        decompress: false,
-        responseType: 'buffer',
-        timeout: { lookup: timeout, connect: timeout, secureConnect: timeout, socket: timeout, response: timeout },
-      });
-      return { status: response.statusCode, headers: response.headers, body: response.body };
-    } catch (err) {
-      if (options.signal?.aborted) throw options.signal.reason;
-      const detail = err instanceof Error ? ((err as { code?: string }).code ?? err.name) + ': ' + err.message : String(err);
-      throw new RemoteError('REMOTE_UNAVAILABLE', `${what} at ${this.origin}: ${detail}`, { cause: err });
-    }
+    return exchange(
+      { method, url, headers: { authorization: `Bearer ${this.token}`, ...options.headers }, body: options.body, signal: options.signal, timeoutMs: this.timeoutMs },
+      `${what} at ${this.origin}`,
+    );
   }
 
   private failure(what: string, response: HttpResponse): CofferError {

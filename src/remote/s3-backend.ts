@@ -11,11 +11,10 @@
  *   wrong region, missing bucket): retrying cannot help and the message says what to fix.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import type { IncomingHttpHeaders } from 'node:http';
 import aws4 from 'aws4';
-import got from 'got';
 import { CofferError, RemoteError } from '../errors.js';
 import type { ByteRange, CallOptions, ObjectInfo, RemoteBackend, RemoteCapabilities } from './backend.js';
+import { exchange, type HttpAnswer } from './http-exchange.js';
 
 export interface S3Credentials {
   accessKeyId: string;
@@ -49,11 +48,7 @@ export interface S3Request {
   body?: Buffer;
 }
 
-interface S3Response {
-  status: number;
-  headers: IncomingHttpHeaders;
-  body: Buffer;
-}
+type S3Response = HttpAnswer;
 
 /** A request ready to go on the wire. */
 export interface PreparedRequest {
@@ -345,33 +340,13 @@ export class S3Backend implements RemoteBackend {
 
   /** One HTTP exchange. Any answer from the server comes back; only failing to get one throws. */
   private async send(request: S3Request, op: string, signal?: AbortSignal): Promise<S3Response> {
-    signal?.throwIfAborted();
     const { method, url, headers } = this.prepare(request);
-    const timeout = this.timeoutMs;
-    try {
-      const response = await got(url, {
-        method,
-        headers,
-        body: request.body,
-        signal,
-        throwHttpErrors: false,
-        retry: { limit: 0 },
-        followRedirect: false,
-        decompress: false,
-        responseType: 'buffer',
-        timeout: { lookup: timeout, connect: timeout, secureConnect: timeout, socket: timeout, response: timeout },
-      });
-      return { status: response.statusCode, headers: response.headers, body: response.body };
-    } catch (err) {
-      if (signal?.aborted) throw signal.reason;
-      const what = err instanceof Error ? ((err as { code?: string }).code ?? err.name) + ': ' + err.message : String(err);
-      throw new RemoteError(
-        'REMOTE_UNAVAILABLE',
-        `S3 ${op} ${this.where(request.key ?? request.query?.prefix?.slice(this.prefix.length) ?? '')}: ${what}`,
-        { cause: err },
-      );
-    }
+    return exchange(
+      { method, url, headers, body: request.body, signal, timeoutMs: this.timeoutMs },
+      `S3 ${op} ${this.where(request.key ?? request.query?.prefix?.slice(this.prefix.length) ?? '')}`,
+    );
   }
+
 
   private where(key: string): string {
     return `s3://${this.bucket}/${this.prefix}${key} at ${this.endpoint.origin}`;

@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import type { RemoteBackend } from '../../src/remote/backend.js';
-import { RemoteError } from '../../src/errors.js';
+import { CofferError, RemoteError } from '../../src/errors.js';
 
 async function codeOf(promise: Promise<unknown>): Promise<string | undefined> {
   try {
@@ -14,6 +14,17 @@ async function codeOf(promise: Promise<unknown>): Promise<string | undefined> {
     return err instanceof RemoteError ? err.code : `not a RemoteError: ${String(err)}`;
   }
   return undefined;
+}
+
+/** The Coffer error a call fails with; anything else (or success) fails the test. */
+export async function failure(promise: Promise<unknown>): Promise<CofferError> {
+  try {
+    await promise;
+  } catch (err) {
+    if (err instanceof CofferError) return err;
+    throw err;
+  }
+  throw new Error('expected a failure');
 }
 
 export function remoteConformance(name: string, open: () => Promise<RemoteBackend>): void {
