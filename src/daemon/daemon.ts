@@ -295,19 +295,9 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     return (last.bytes - first.bytes) / ((last.atMs - first.atMs) / 1000);
   };
 
-  // Counting files and bytes scans the inode table on this thread (about 50 ms at 200,000 files):
-  // pollers such as `sync --wait` (every 250 ms) share one count per second. The upload queue is
-  // counted afresh: it is as large as the backlog, and waiting for it to empty needs it current.
-  let contentCache: { atMs: number; value: ReturnType<VaultIndex['contentCounts']> } | undefined;
-  const currentCounts = (): IndexCounts => {
-    const now = Date.now();
-    if (!contentCache || now - contentCache.atMs >= 1000) contentCache = { atMs: now, value: index.contentCounts() };
-    return { ...contentCache.value, ...index.queueCounts() };
-  };
-
   const status = (): DaemonStatus => {
     const cache = store.cacheUsage;
-    const counts = currentCounts();
+    const counts = index.counts();
     const rate = uploadRate();
     return {
       mounted: true,

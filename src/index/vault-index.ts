@@ -273,11 +273,6 @@ export class VaultIndex {
   }
 
   counts(): IndexCounts {
-    return { ...this.contentCounts(), ...this.queueCounts() };
-  }
-
-  /** Files, folders, links, bytes and chunks: full scans of the inode and chunk tables. */
-  contentCounts(): Omit<IndexCounts, 'pendingChunks' | 'pendingBytes' | 'failedChunks'> {
     const files = this.db
       .prepare<[], { files: number; bytes: number }>(
         `SELECT count(*) AS files, coalesce(sum(size), 0) AS bytes FROM inodes WHERE (mode & ${S_IFMT}) = ${S_IFREG} AND nlink > 0`,
@@ -291,6 +286,11 @@ export class VaultIndex {
     const chunks = this.db
       .prepare<[], { n: number; bytes: number }>('SELECT count(*) AS n, coalesce(sum(sealed_size), 0) AS bytes FROM chunks WHERE refs > 0')
       .get()!;
+    const pending = this.db
+      .prepare<[], { n: number; bytes: number; failed: number }>(
+        'SELECT count(*) AS n, coalesce(sum(c.sealed_size), 0) AS bytes, coalesce(sum(q.attempts > 0), 0) AS failed FROM upload_queue q JOIN chunks c ON c.id = q.id',
+      )
+      .get()!;
     return {
       files: files.files,
       directories: kinds.dirs ?? 0,
@@ -298,17 +298,10 @@ export class VaultIndex {
       bytes: files.bytes,
       chunks: chunks.n,
       chunkBytes: chunks.bytes,
+      pendingChunks: pending.n,
+      pendingBytes: pending.bytes,
+      failedChunks: pending.failed,
     };
-  }
-
-  /** What the upload queue holds: as large as the backlog, not the vault. */
-  queueCounts(): Pick<IndexCounts, 'pendingChunks' | 'pendingBytes' | 'failedChunks'> {
-    const pending = this.db
-      .prepare<[], { n: number; bytes: number; failed: number }>(
-        'SELECT count(*) AS n, coalesce(sum(c.sealed_size), 0) AS bytes, coalesce(sum(q.attempts > 0), 0) AS failed FROM upload_queue q JOIN chunks c ON c.id = q.id',
-      )
-      .get()!;
-    return { pendingChunks: pending.n, pendingBytes: pending.bytes, failedChunks: pending.failed };
   }
 
   // ---- namespace changes ----
