@@ -10,6 +10,7 @@ import { loadSodium } from '../dist/crypto/sodium.js';
 import { chunkId, deriveVaultKeys } from '../dist/crypto/keys.js';
 import { OBJECT_OVERHEAD, ObjectType, openObject } from '../dist/crypto/objects.js';
 import { InlineSealer, WorkerSealer } from '../dist/chunks/chunk-sealer.js';
+import { ChunkStore } from '../dist/chunks/chunk-store.js';
 
 const CHUNK = 64 * 1024;
 
@@ -80,6 +81,27 @@ describe('WorkerSealer', () => {
       const refused = await sealer.seal(small, { storeIn: blocked });
       expect(refused.stored).toBe(false);
       expect(refused.id.equals(id)).toBe(true);
+    } finally {
+      await sealer.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+
+  it('rewrites a chunk the sealer stored if its file went away before the cache took it in', async () => {
+    const k = sealerKeys();
+    const sealer = new WorkerSealer(k, 1);
+    const dir = mkdtempSync(join(tmpdir(), 'coffer-sealer-'));
+    try {
+      const store = new ChunkStore({ dir, chunkSize: CHUNK, keys: k.keys, context: k.context, memoryCacheBytes: 0, sealer });
+      const plaintext = randomBytes(CHUNK);
+      const chunk = await store.sealChunk(plaintext);
+      expect(chunk.stored).toBe(true);
+      // A collection of the same id, between the sealer's write and the commit taking the lock.
+      rmSync(store.pathOf(chunk.id));
+      await store.fileLock.run(chunk.id.toString('hex'), () => store.keepSealed(chunk));
+      expect(readFileSync(store.pathOf(chunk.id)).equals(chunk.sealed)).toBe(true);
+      expect(Buffer.from(await store.read(chunk.id)).equals(plaintext)).toBe(true);
     } finally {
       await sealer.close();
       rmSync(dir, { recursive: true, force: true });

@@ -164,9 +164,14 @@ export class ChunkStore {
     return this.sealer.seal(plaintext, { storeIn: this.options.dir });
   }
 
-  /** Makes a sealed chunk part of the cache: written here unless the sealer already wrote it. Caller holds `fileLock` for the id. */
+  /**
+   * Makes a sealed chunk part of the cache: written here unless the sealer already wrote it.
+   * Caller holds `fileLock` for the id. The sealer writes outside that lock, so a collection or
+   * eviction of the same id may have removed its file since: checked here, under the lock.
+   */
   async keepSealed(chunk: SealedChunk): Promise<void> {
-    if (!chunk.stored) return this.writeSealed(chunk.id, chunk.sealed);
+    const present = chunk.stored && (await stat(this.pathOf(chunk.id)).then(() => true, () => false));
+    if (!present) return this.writeSealed(chunk.id, chunk.sealed);
     const hex = chunk.id.toString('hex');
     this.unsynced.add(this.pathOf(chunk.id));
     this.createdDirs.add(join(this.options.dir, hex.slice(0, 2)));
