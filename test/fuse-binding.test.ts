@@ -163,13 +163,17 @@ describe('a filesystem served by mountFuse, driven through the kernel', () => {
   it('lets 64 background requests (read-ahead) reach the filesystem at once, not the kernel default of 12', async (ctx) => {
     // The kernel shows each FUSE connection under fusectl, named by the mount's device number.
     const connections = '/sys/fs/fuse/connections';
-    if (!existsSync(connections) || readdirSync(connections).length === 0) {
-      spawnSync('mount', ['-t', 'fusectl', 'none', connections]);
+    // Mounted here only if nobody had: then it is ours to unmount, whatever the outcome.
+    const mountedHere =
+      existsSync(connections) && readdirSync(connections).length === 0 && spawnSync('mount', ['-t', 'fusectl', 'none', connections]).status === 0;
+    try {
+      const dir = path.join(connections, String(statSync(mnt).dev));
+      if (!existsSync(dir)) ctx.skip(`fusectl is not available here (${connections})`);
+      expect(readFileSync(path.join(dir, 'max_background'), 'utf8').trim()).toBe('64');
+      expect(readFileSync(path.join(dir, 'congestion_threshold'), 'utf8').trim()).toBe('48');
+    } finally {
+      if (mountedHere) spawnSync('umount', [connections]);
     }
-    const dir = path.join(connections, String(statSync(mnt).dev));
-    if (!existsSync(dir)) ctx.skip(`fusectl is not available here (${connections})`);
-    expect(readFileSync(path.join(dir, 'max_background'), 'utf8').trim()).toBe('64');
-    expect(readFileSync(path.join(dir, 'congestion_threshold'), 'utf8').trim()).toBe('48');
   });
 
   it('refuses a second mount on the same mountpoint and a missing mountpoint, with clear messages', async () => {
