@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { S_IFDIR, S_IFREG, VaultIndex } from '../src/index/vault-index.js';
+import { S_IFDIR, S_IFLNK, S_IFREG, VaultIndex } from '../src/index/vault-index.js';
 import { ROOT_INO } from '../src/index/schema.js';
 import { FsError } from '../src/errors.js';
 
@@ -127,6 +127,63 @@ describe('chunks', () => {
     index.markUploaded(chunk(5).id);
     expect(index.counts().pendingChunks).toBe(0);
     expect(index.chunkInfo(chunk(5).id)!.uploaded).toBe(true);
+  });
+});
+
+describe('counts', () => {
+  it('follow every kind of change, also when they are asked for between changes', () => {
+    const totals = () => {
+      const { files, directories, symlinks, bytes, chunks, chunkBytes, pendingChunks } = index.counts();
+      return { files, directories, symlinks, bytes, chunks, chunkBytes, pendingChunks };
+    };
+    const base = totals();
+    const f = file('f');
+    expect(totals()).toMatchObject({ files: base.files + 1, bytes: 0, chunks: 0 });
+    index.commitChunk(f.ino, 0, chunk(1), 10, 2000, 2000);
+    expect(totals()).toMatchObject({ bytes: 10, chunks: 1, chunkBytes: 4148, pendingChunks: 1 });
+    index.markUploaded(chunk(1).id);
+    expect(totals()).toMatchObject({ chunks: 1, pendingChunks: 0 });
+    const d = mkdir('d');
+    index.createNode(d.ino, 'l', { mode: S_IFLNK | 0o777, uid: 0, gid: 0, target: 'f' }, 2000);
+    expect(totals()).toMatchObject({ directories: base.directories + 1, symlinks: 1 });
+    index.rename(ROOT_INO, 'f', d.ino, 'g', 3000, () => false);
+    expect(totals()).toMatchObject({ files: base.files + 1, bytes: 10 });
+    // Unlinked while open: gone from the files at once, its chunk only when the last handle closes.
+    index.unlink(d.ino, 'g', 3000, () => true);
+    expect(totals()).toMatchObject({ files: base.files, bytes: 0, chunks: 1 });
+    index.purgeIfUnlinked(f.ino, 4000);
+    expect(totals()).toMatchObject({ chunks: 0, chunkBytes: 0 });
+  });
+
+  it('keep the upload queue totals equal to a scan through random commits, uploads, failures and forgets', () => {
+    const truth = () =>
+      index.db
+        .prepare('SELECT count(*) AS pendingChunks, coalesce(sum(c.sealed_size), 0) AS pendingBytes, coalesce(sum(q.attempts > 0), 0) AS failedChunks FROM upload_queue q JOIN chunks c ON c.id = q.id')
+        .get();
+    const files = Array.from({ length: 4 }, (_, i) => file(`q${i}`));
+    let seed = 7;
+    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % n);
+    index.counts(); // from here on the totals are kept, not rescanned
+    for (let step = 0; step < 400; step++) {
+      const id = chunk(rand(12)).id;
+      switch (rand(5)) {
+        case 0:
+        case 1:
+          index.commitChunk(files[rand(4)]!.ino, rand(3), rand(6) === 0 ? null : { id, plainSize: 10, sealedSize: 100 + id[0]! }, 30, 2000, 2000);
+          break;
+        case 2:
+          if (index.isQueued(id)) index.markUploadFailed(id, 'down', Date.now() + 1000);
+          break;
+        case 3:
+          if (index.isQueued(id)) index.markUploaded(id);
+          break;
+        case 4:
+          index.forgetChunk(id, 3000);
+          break;
+      }
+      const { pendingChunks, pendingBytes, failedChunks } = index.counts();
+      expect({ step, pendingChunks, pendingBytes, failedChunks }).toEqual({ step, ...(truth() as object) });
+    }
   });
 });
 

@@ -61,6 +61,12 @@ export interface IndexCounts {
   failedChunks: number;
 }
 
+interface QueueTotals {
+  chunks: number;
+  bytes: number;
+  failed: number;
+}
+
 export interface QueuedUpload {
   id: Buffer;
   attempts: number;
@@ -97,6 +103,10 @@ export class VaultIndex {
   readonly db: Database.Database;
   /** Bumped on every change that a published snapshot should carry. */
   changeCount = 0;
+  private purges = 0;
+  private totals: (ReturnType<VaultIndex['scanTotals']> & { key: string }) | undefined;
+  private queued: QueueTotals | undefined;
+  private pendingFiles: { key: string; atMs: number; n: number } | undefined;
 
   private readonly st;
 
@@ -179,6 +189,7 @@ export class VaultIndex {
       deleteChunk: db.prepare('DELETE FROM chunks WHERE id = ? AND refs = 0'),
       unqueue: db.prepare('DELETE FROM upload_queue WHERE id = ?'),
       isQueued: db.prepare<[Buffer], { one: number }>('SELECT 1 AS one FROM upload_queue WHERE id = ?'),
+      queuedAttempts: db.prepare<[Buffer], { attempts: number }>('SELECT attempts FROM upload_queue WHERE id = ?'),
       addRemoteGarbage: db.prepare('INSERT OR IGNORE INTO remote_garbage (id, since_ms) VALUES (?, ?)'),
       remoteGarbage: db.prepare<[number, number], { id: Buffer }>('SELECT id FROM remote_garbage WHERE since_ms < ? LIMIT ?'),
       dropRemoteGarbage: db.prepare('DELETE FROM remote_garbage WHERE id = ?'),
@@ -272,7 +283,49 @@ export class VaultIndex {
     return this.st.getState.get(key)?.value;
   }
 
+  /**
+   * Files, directories and chunk totals: full scans of the inode and chunk tables (tens of ms
+   * at 200,000 files, on the thread that serves FUSE), so they are kept until the index changes.
+   * Every change to inodes or chunk references bumps changeCount, except a purge after the last
+   * close of an unlinked file, which bumps `purges`. The upload queue is small and always read.
+   */
   counts(): IndexCounts {
+    const key = `${this.changeCount}:${this.purges}`;
+    if (this.totals?.key !== key) this.totals = { key, ...this.scanTotals() };
+    const { key: _key, ...totals } = this.totals;
+    const pending = this.queueTotals();
+    return { ...totals, pendingChunks: pending.chunks, pendingBytes: pending.bytes, failedChunks: pending.failed };
+  }
+
+  /**
+   * The upload queue's size: counted once, then kept up to date by the methods that change the
+   * queue (a scan of it takes ~150 ms with 200,000 chunks queued, and `sync --wait` asks four
+   * times a second). Each of those methods is one transaction and applies its delta only after
+   * the transaction committed, so a rollback cannot skew the totals.
+   */
+  private queueTotals(): QueueTotals {
+    this.queued ??= this.db
+      .prepare<[], QueueTotals>(
+        'SELECT count(*) AS chunks, coalesce(sum(c.sealed_size), 0) AS bytes, coalesce(sum(q.attempts > 0), 0) AS failed FROM upload_queue q JOIN chunks c ON c.id = q.id',
+      )
+      .get()!;
+    return { ...this.queued };
+  }
+
+  private queueChanged(delta: QueueTotals | undefined): void {
+    if (!delta || !this.queued) return;
+    this.queued.chunks += delta.chunks;
+    this.queued.bytes += delta.bytes;
+    this.queued.failed += delta.failed;
+  }
+
+  /** The delta that removing `id` from the queue makes, if it is queued. */
+  private unqueueDelta(id: Buffer, sealedSize: number): QueueTotals | undefined {
+    const row = this.st.queuedAttempts.get(id);
+    return row && { chunks: -1, bytes: -sealedSize, failed: row.attempts > 0 ? -1 : 0 };
+  }
+
+  private scanTotals(): Omit<IndexCounts, 'pendingChunks' | 'pendingBytes' | 'failedChunks'> {
     const files = this.db
       .prepare<[], { files: number; bytes: number }>(
         `SELECT count(*) AS files, coalesce(sum(size), 0) AS bytes FROM inodes WHERE (mode & ${S_IFMT}) = ${S_IFREG} AND nlink > 0`,
@@ -286,11 +339,6 @@ export class VaultIndex {
     const chunks = this.db
       .prepare<[], { n: number; bytes: number }>('SELECT count(*) AS n, coalesce(sum(sealed_size), 0) AS bytes FROM chunks WHERE refs > 0')
       .get()!;
-    const pending = this.db
-      .prepare<[], { n: number; bytes: number; failed: number }>(
-        'SELECT count(*) AS n, coalesce(sum(c.sealed_size), 0) AS bytes, coalesce(sum(q.attempts > 0), 0) AS failed FROM upload_queue q JOIN chunks c ON c.id = q.id',
-      )
-      .get()!;
     return {
       files: files.files,
       directories: kinds.dirs ?? 0,
@@ -298,9 +346,6 @@ export class VaultIndex {
       bytes: files.bytes,
       chunks: chunks.n,
       chunkBytes: chunks.bytes,
-      pendingChunks: pending.n,
-      pendingBytes: pending.bytes,
-      failedChunks: pending.failed,
     };
   }
 
@@ -436,6 +481,7 @@ export class VaultIndex {
   }
 
   private purge(ino: number, nowMs: number): void {
+    this.purges++;
     for (const { chunk } of this.st.fileChunks.all(ino)) this.st.unrefChunk.run(nowMs, chunk);
     this.st.deleteFileChunksFrom.run(ino, 0);
     this.st.deleteXattrs.run(ino);
@@ -491,6 +537,7 @@ export class VaultIndex {
    * for upload; the one it replaces loses a reference.
    */
   commitChunk(ino: number, idx: number, chunk: ChunkRef | null, size: number, mtimeMs: number, nowMs: number): void {
+    let queued: QueueTotals | undefined;
     this.db.transaction(() => {
       if (!this.st.getInode.get(ino)) return; // purged while the chunk was being sealed
       const previous = this.st.getFileChunk.get(ino, idx)?.chunk;
@@ -500,7 +547,7 @@ export class VaultIndex {
         } else {
           if (this.st.refChunk.run(chunk.id).changes === 0) {
             this.st.insertChunk.run(chunk.id, chunk.plainSize, chunk.sealedSize);
-            this.st.queueChunk.run(chunk.id, nowMs);
+            if (this.st.queueChunk.run(chunk.id, nowMs).changes > 0) queued = { chunks: 1, bytes: chunk.sealedSize, failed: 0 };
             // Content written again after it was released: its remote copy must stay.
             this.st.dropRemoteGarbage.run(chunk.id);
           }
@@ -514,6 +561,7 @@ export class VaultIndex {
       this.st.setSize.run(size, mtimeMs, nowMs, ino);
       this.changeCount++;
     })();
+    this.queueChanged(queued);
   }
 
   /** Sets the size; drops every chunk wholly at or past `keepChunks`. */
@@ -543,15 +591,19 @@ export class VaultIndex {
    * meanwhile. An uploaded chunk is remembered for deletion from the remote.
    */
   forgetChunk(id: Buffer, nowMs: number): boolean {
-    return this.db.transaction(() => {
+    let unqueued: QueueTotals | undefined;
+    const forgotten = this.db.transaction(() => {
       const row = this.st.getChunk.get(id);
       if (!row || row.refs > 0) return false;
+      unqueued = this.unqueueDelta(id, row.sealed_size);
       this.st.deleteChunk.run(id);
       this.st.unqueue.run(id);
       if (row.uploaded) this.st.addRemoteGarbage.run(id, nowMs);
       this.changeCount++; // the next snapshot no longer names it, and publishing it frees the remote copy
       return true;
     })();
+    this.queueChanged(unqueued);
+    return forgotten;
   }
 
   /** Uploaded chunks released before `beforeMs`: no snapshot published after that names them. */
@@ -572,10 +624,14 @@ export class VaultIndex {
   }
 
   markUploaded(id: Buffer): void {
+    let unqueued: QueueTotals | undefined;
     this.db.transaction(() => {
+      const row = this.st.getChunk.get(id);
+      if (row) unqueued = this.unqueueDelta(id, row.sealed_size);
       this.st.markUploaded.run(id);
       this.st.unqueue.run(id);
     })();
+    this.queueChanged(unqueued);
   }
 
   /** Lets every queued upload, including ones backing off after failures, go now. */
@@ -598,10 +654,21 @@ export class VaultIndex {
     return this.db.prepare<[Buffer, number], { ino: number; idx: number }>('SELECT ino, idx FROM file_chunks WHERE chunk = ? LIMIT ?').all(id, limit);
   }
 
+  /**
+   * A scan of file_chunks (~70 ms with 200,000 files pending). While nothing but uploads
+   * happens the number can only fall, so it is reused for up to two seconds then; any other
+   * change to the index counts again at once.
+   */
   pendingFileCount(): number {
-    return this.db
-      .prepare<[], { n: number }>('SELECT count(DISTINCT f.ino) AS n FROM file_chunks f WHERE f.chunk IN (SELECT id FROM upload_queue)')
-      .get()!.n;
+    const key = `${this.changeCount}:${this.purges}`;
+    const now = Date.now();
+    if (this.pendingFiles?.key !== key || now - this.pendingFiles.atMs > 2000) {
+      const n = this.db
+        .prepare<[], { n: number }>('SELECT count(DISTINCT f.ino) AS n FROM file_chunks f WHERE f.chunk IN (SELECT id FROM upload_queue)')
+        .get()!.n;
+      this.pendingFiles = { key, atMs: now, n };
+    }
+    return this.queueTotals().chunks === 0 ? 0 : this.pendingFiles.n;
   }
 
   retryUploadsNow(): void {
@@ -609,7 +676,9 @@ export class VaultIndex {
   }
 
   markUploadFailed(id: Buffer, error: string, nextTryMs: number): void {
+    const firstFailure = this.st.queuedAttempts.get(id)?.attempts === 0;
     this.st.markFailed.run(nextTryMs, error, id);
+    if (firstFailure) this.queueChanged({ chunks: 0, bytes: 0, failed: 1 });
   }
 
   isQueued(id: Buffer): boolean {
