@@ -6,11 +6,14 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, expect, beforeAll } from 'vitest';
-import { loadSodium } from '../dist/crypto/sodium.js';
-import { chunkId, deriveVaultKeys } from '../dist/crypto/keys.js';
-import { OBJECT_OVERHEAD, ObjectType, openObject } from '../dist/crypto/objects.js';
-import { InlineSealer, WorkerSealer } from '../dist/chunks/chunk-sealer.js';
-import { ChunkStore } from '../dist/chunks/chunk-store.js';
+
+// The compiled modules, typed as their sources.
+const compiled = <T>(path: string): Promise<T> => import(new URL(`../dist/${path}`, import.meta.url).href) as Promise<T>;
+const { loadSodium } = await compiled<typeof import('../src/crypto/sodium.js')>('crypto/sodium.js');
+const { chunkId, deriveVaultKeys } = await compiled<typeof import('../src/crypto/keys.js')>('crypto/keys.js');
+const { OBJECT_OVERHEAD, ObjectType, openObject } = await compiled<typeof import('../src/crypto/objects.js')>('crypto/objects.js');
+const { InlineSealer, WorkerSealer } = await compiled<typeof import('../src/chunks/chunk-sealer.js')>('chunks/chunk-sealer.js');
+const { ChunkStore } = await compiled<typeof import('../src/chunks/chunk-store.js')>('chunks/chunk-store.js');
 
 const CHUNK = 64 * 1024;
 

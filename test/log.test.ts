@@ -107,7 +107,7 @@ describe('daemon log', () => {
     const reader = fs.createReadStream(fifo, { encoding: 'utf8' });
     let text = '';
     reader.on('data', (d) => (text += d));
-    const ended = new Promise((r) => reader.on('close', r));
+    const ended = new Promise<void>((r) => reader.on('close', () => r()));
     await log.close();
     await ended;
     expect(text.split('\n').filter(Boolean).length).toBe(2000);

@@ -153,7 +153,7 @@ describe('coffer service install', () => {
     const unit = fs.readFileSync(path, 'utf8');
     const start = execArgv(setting(unit, 'ExecStart')).argv;
     const stop = execArgv(setting(unit, 'ExecStop')).argv;
-    const env = { ...process.env, COFFER_FAULTS: '' };
+    const env: NodeJS.ProcessEnv = { ...process.env, COFFER_FAULTS: '' };
     delete env.COFFER_PASSPHRASE;
     mounts.push(s.mnt);
     const main = spawn(start[0]!, start.slice(1), { env, stdio: ['ignore', 'pipe', 'pipe'] });
