@@ -92,7 +92,8 @@ export async function addAccount(
 export class AccountBook {
   private byHash = new Map<string, Account>();
   private version: string | undefined | null = null; // null: never loaded
-  private lastLoadAt = 0;
+  /** When an unknown token last caused a read (timer reads do not count: they must not delay a new account). */
+  private lastUnknownTokenLoadAt = 0;
   private loading: Promise<void> | undefined;
 
   constructor(
@@ -107,7 +108,6 @@ export class AccountBook {
   }
 
   private async reload(): Promise<void> {
-    this.lastLoadAt = Date.now();
     if (this.store.accountsVersion && this.version !== null && (await this.store.accountsVersion()) === this.version) return;
     const { accounts, version } = await this.store.readAccounts();
     if (version === this.version) return;
@@ -123,11 +123,10 @@ export class AccountBook {
     const hash = hashToken(token);
     const known = this.byHash.get(hash);
     if (known) return known;
-    if (Date.now() - this.lastLoadAt < this.unknownTokenReloadMs) {
-      // Someone else's reload may be under way; it may bring the token.
-      if (this.loading) await this.loading;
-      return this.byHash.get(hash);
-    }
+    // A read under way may bring the token; or it may have started before the account was added.
+    if (this.loading) await this.loading.catch(() => {});
+    if (this.byHash.has(hash) || Date.now() - this.lastUnknownTokenLoadAt < this.unknownTokenReloadMs) return this.byHash.get(hash);
+    this.lastUnknownTokenLoadAt = Date.now();
     await this.load();
     return this.byHash.get(hash);
   }
