@@ -22,6 +22,7 @@ const prefix = `serve-${randomBytes(4).toString('hex')}`;
 const tokens: Record<'a' | 'b' | 'small', string> = { a: '', b: '', small: '' };
 /** Keys in the bucket before the servers ran (the RGW script's own marker). */
 let keysBefore: string[] = [];
+const MAX_OBJECT = 256 * 1024;
 let s3env: NodeJS.ProcessEnv;
 let s3url: string;
 
@@ -31,7 +32,7 @@ async function addAccount(name: string, extra: string[] = []): Promise<string> {
 }
 
 async function startServer(): Promise<string> {
-  const child = spawn(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', '--s3', s3url, '--s3-endpoint', rgw!.endpoint], {
+  const child = spawn(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', '--s3', s3url, '--s3-endpoint', rgw!.endpoint, '--max-object-size', String(MAX_OBJECT)], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...s3env, COFFER_S3_ENDPOINT: '' },
   });
@@ -98,11 +99,11 @@ async function everyKeyInBucket(): Promise<string[]> {
   }
 }
 
-function raw(server: 0 | 1, method: string, path: string, options: { token?: string; body?: Buffer } = {}) {
+function raw(server: 0 | 1, method: string, path: string, options: { token?: string; body?: Buffer; headers?: Record<string, string> } = {}) {
   return new Promise<{ status: number; body: string; code: string | undefined }>((resolvePromise, reject) => {
     const url = new URL(bases[server]!);
     const req = request(
-      { host: url.hostname, port: url.port, method, path, headers: options.token ? { authorization: `Bearer ${options.token}` } : {} },
+      { host: url.hostname, port: url.port, method, path, headers: { ...(options.token ? { authorization: `Bearer ${options.token}` } : {}), ...options.headers } },
       (res) => {
         const pieces: Buffer[] = [];
         res.on('data', (d: Buffer) => pieces.push(d));
@@ -177,6 +178,19 @@ describe('coffer serve --s3: two processes over one bucket', () => {
     const metrics = await raw(1, 'GET', '/metrics');
     expect(metrics.body).toMatch(/^coffer_serve_account_bytes\{account="small"\} 610$/m);
     expect(metrics.body).toMatch(/^coffer_serve_errors_total\{code="QUOTA_EXCEEDED"\} 1$/m);
+  });
+
+  it('refuses an object over the size limit, sent with a length or chunked, and stores none of it', async () => {
+    const big = randomBytes(MAX_OBJECT + 1);
+    const declared = await raw(0, 'PUT', '/v1/objects/big/x', { token: tokens.a, body: big });
+    expect([declared.status, declared.code]).toEqual([413, 'TOO_LARGE']);
+    const chunked = await raw(1, 'PUT', '/v1/objects/big/x', { token: tokens.a, body: big, headers: { 'transfer-encoding': 'chunked' } });
+    expect([chunked.status, chunked.code]).toEqual([413, 'TOO_LARGE']);
+    expect((await raw(0, 'HEAD', '/v1/objects/big/x', { token: tokens.a })).status).toBe(404);
+    // A chunked upload that fits is spooled, then stored whole.
+    const fits = randomBytes(MAX_OBJECT);
+    expect((await raw(1, 'PUT', '/v1/objects/big/y', { token: tokens.a, body: fits, headers: { 'transfer-encoding': 'chunked' } })).status).toBe(201);
+    expect((await backend(0, tokens.a, 'big').get('y')).equals(fits)).toBe(true);
   });
 
   it('keeps accounts apart on both servers and refuses bad keys and tokens', async () => {
