@@ -80,9 +80,8 @@ function backend(server: 0 | 1, token = tokens.a, vault = `v-${randomBytes(4).to
   return new HttpBackend({ url: `${bases[server]}/${vault}/`, token });
 }
 
-/** Every key in the bucket, read page by page (S3Backend.list would hide probe objects). */
-async function everyKeyInBucket(): Promise<string[]> {
-  const bucket = new S3Backend({
+function bucketOptions() {
+  return {
     bucket: rgw!.bucket,
     prefix: '',
     endpoint: rgw!.endpoint,
@@ -90,7 +89,12 @@ async function everyKeyInBucket(): Promise<string[]> {
     accessKeyId: rgw!.accessKeyId,
     secretAccessKey: rgw!.secretAccessKey,
     forcePathStyle: true,
-  });
+  };
+}
+
+/** Every key in the bucket, read page by page (S3Backend.list would hide probe objects). */
+async function everyKeyInBucket(): Promise<string[]> {
+  const bucket = new S3Backend(bucketOptions());
   const keys: string[] = [];
   for (;;) {
     const page = await bucket.listPage('', keys.at(-1) ?? '', 1000);
@@ -135,6 +139,25 @@ describe('coffer serve --s3: two processes over one bucket', () => {
       expect((await remote.get('chunks/x')).toString()).toBe('late');
       await remote.delete('chunks/x');
     }
+  });
+
+  it('stops accepting, on both servers, a token removed from accounts.json while they run', async () => {
+    const doomed = await addAccount('doomed');
+    for (const server of [0, 1] as const) await backend(server, doomed, 'd').put('chunks/x', Buffer.from('x'));
+    const registry = new S3Backend({ ...bucketOptions(), prefix });
+    const file = JSON.parse((await registry.get('accounts.json')).toString()) as { version: 1; accounts: { name: string }[] };
+    file.accounts = file.accounts.filter((a) => a.name !== 'doomed');
+    await registry.put('accounts.json', Buffer.from(JSON.stringify(file)));
+    // Each server re-reads the registry every 5 s.
+    const deadline = Date.now() + 8_000;
+    const refused = new Set<number>();
+    while (refused.size < 2 && Date.now() < deadline) {
+      for (const server of [0, 1] as const) {
+        if ((await raw(server, 'HEAD', '/v1/objects/d/chunks/x', { token: doomed })).status === 401) refused.add(server);
+      }
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    expect([...refused].sort()).toEqual([0, 1]);
   });
 
   it('serves through one server what was put through the other', async () => {

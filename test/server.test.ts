@@ -208,14 +208,14 @@ describe('coffer serve', () => {
   it('refuses a key that would be both an object and the folder of another with 409 KEY_CONFLICT', async () => {
     const put = (path: string, headers: Record<string, string> = {}) => raw('PUT', path, { token: tokens.b, body: Buffer.from('x'), headers });
     expect((await put('/v1/objects/conflict/a')).status).toBe(201);
-    for (const headers of [{}, { 'if-none-match': '*' }]) {
+    for (const headers of [{}, { 'if-none-match': '*' }] as Record<string, string>[]) {
       const under = await put('/v1/objects/conflict/a/b', headers);
       expect([under.status, under.json?.error?.code]).toEqual([409, 'KEY_CONFLICT']);
       const deeper = await put('/v1/objects/conflict/a/b/c', headers);
       expect([deeper.status, deeper.json?.error?.code]).toEqual([409, 'KEY_CONFLICT']);
     }
     expect((await put('/v1/objects/conflict/d/e')).status).toBe(201);
-    for (const headers of [{}, { 'if-none-match': '*' }]) {
+    for (const headers of [{}, { 'if-none-match': '*' }] as Record<string, string>[]) {
       const over = await put('/v1/objects/conflict/d', headers);
       expect([over.status, over.json?.error?.code]).toEqual([409, 'KEY_CONFLICT']);
     }
