@@ -3,6 +3,8 @@
  *
  * Requests are plain HTTP through got, signed with SigV4 by aws4, with the whole body in a
  * Buffer: its SHA-256 is signed (a proxy cannot swap the bytes) and a retry can replay it.
+ * (`coffer serve --s3` also sends bodies from files, `S3Upload`, signed the same way, and reads
+ * answers as streams, `sendStreaming`: its objects are too large to hold many in memory.)
  * Nothing here retries or sleeps; `RetryingBackend` does that around any backend, and
  * every failure is classified so it knows what is worth another try:
  * - REMOTE_UNAVAILABLE: network trouble, timeouts, 5xx, 408, 429 and S3's own transient
