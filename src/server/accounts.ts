@@ -85,16 +85,17 @@ export async function addAccount(
 
 /**
  * Token lookups for the server. The registry is re-read when a token arrives that this
- * process does not know (at most once per `unknownTokenReloadMs`, so a stream of bad tokens
- * cannot turn into a stream of store reads), and by the server on a timer, so accounts added,
- * changed or revoked through another process or the CLI reach this one.
+ * process does not know, and by the server on a timer, so accounts added, changed or revoked
+ * through another process or the CLI reach this one. Reads for unknown tokens happen at most
+ * once per `unknownTokenReloadMs`: a token arriving sooner waits for the next one (so a new
+ * account is never refused, and a stream of bad tokens is not a stream of store reads).
  */
 export class AccountBook {
   private byHash = new Map<string, Account>();
   private version: string | undefined | null = null; // null: never loaded
-  /** When an unknown token last caused a read (timer reads do not count: they must not delay a new account). */
   private lastUnknownTokenLoadAt = 0;
   private loading: Promise<void> | undefined;
+  private unknownTokenLoad: Promise<void> | undefined;
 
   constructor(
     private readonly store: ObjectStore,
@@ -123,11 +124,24 @@ export class AccountBook {
     const hash = hashToken(token);
     const known = this.byHash.get(hash);
     if (known) return known;
-    // A read under way may bring the token; or it may have started before the account was added.
-    if (this.loading) await this.loading.catch(() => {});
-    if (this.byHash.has(hash) || Date.now() - this.lastUnknownTokenLoadAt < this.unknownTokenReloadMs) return this.byHash.get(hash);
-    this.lastUnknownTokenLoadAt = Date.now();
-    await this.load();
+    this.unknownTokenLoad ??= this.nextUnknownTokenSlot().then(() => {
+      // Tokens arriving from here on wait for a later read: this one may start before their account was added.
+      this.unknownTokenLoad = undefined;
+      this.lastUnknownTokenLoadAt = Date.now();
+      return this.loadAfterAnyUnderWay();
+    });
+    await this.unknownTokenLoad;
     return this.byHash.get(hash);
+  }
+
+  private async nextUnknownTokenSlot(): Promise<void> {
+    const wait = this.lastUnknownTokenLoadAt + this.unknownTokenReloadMs - Date.now();
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+  }
+
+  /** A read already under way may have begun before the account was added: read after it. */
+  private async loadAfterAnyUnderWay(): Promise<void> {
+    await this.loading?.catch(() => {});
+    await this.load();
   }
 }
