@@ -205,6 +205,52 @@ describe('coffer serve', () => {
     expect((await remote.list('snapshots/')).map((o) => o.key)).toEqual(keys);
   });
 
+  it('refuses a key that would be both an object and the folder of another with 409 KEY_CONFLICT', async () => {
+    const put = (path: string, headers: Record<string, string> = {}) => raw('PUT', path, { token: tokens.b, body: Buffer.from('x'), headers });
+    expect((await put('/v1/objects/conflict/a')).status).toBe(201);
+    for (const headers of [{}, { 'if-none-match': '*' }] as Record<string, string>[]) {
+      const under = await put('/v1/objects/conflict/a/b', headers);
+      expect([under.status, under.json?.error?.code]).toEqual([409, 'KEY_CONFLICT']);
+      const deeper = await put('/v1/objects/conflict/a/b/c', headers);
+      expect([deeper.status, deeper.json?.error?.code]).toEqual([409, 'KEY_CONFLICT']);
+    }
+    expect((await put('/v1/objects/conflict/d/e')).status).toBe(201);
+    for (const headers of [{}, { 'if-none-match': '*' }] as Record<string, string>[]) {
+      const over = await put('/v1/objects/conflict/d', headers);
+      expect([over.status, over.json?.error?.code]).toEqual([409, 'KEY_CONFLICT']);
+    }
+    expect((await raw('GET', '/v1/objects/conflict/a/b', { token: tokens.b })).status).toBe(404);
+    expect((await raw('GET', '/v1/objects/conflict/d', { token: tokens.b })).status).toBe(404);
+    const listed = JSON.parse((await raw('GET', '/v1/objects?prefix=conflict/', { token: tokens.b })).body) as { objects: { key: string }[] };
+    expect(listed.objects.map((o) => o.key)).toEqual(['conflict/a', 'conflict/d/e']);
+  });
+
+  it('reports latency by method, errors by code and each served account\'s usage in /metrics', async () => {
+    const remote = backend(tokens.b, 'metered');
+    await remote.put('chunks/m', Buffer.alloc(1234));
+    await failure(remote.get('chunks/absent'));
+    const text = (await raw('GET', '/metrics')).body;
+    expect(text).toMatch(/^# TYPE coffer_serve_request_duration_seconds histogram$/m);
+    const count = (method: string) => Number(new RegExp(`^coffer_serve_request_duration_seconds_count\\{method="${method}"\\} (\\d+)$`, 'm').exec(text)?.[1]);
+    const inf = (method: string) => Number(new RegExp(`^coffer_serve_request_duration_seconds_bucket\\{method="${method}",le="\\+Inf"\\} (\\d+)$`, 'm').exec(text)?.[1]);
+    expect(count('PUT')).toBeGreaterThan(0);
+    expect(inf('PUT')).toBe(count('PUT'));
+    expect(text).toMatch(/^coffer_serve_request_duration_seconds_sum\{method="GET"\} [0-9.e-]+$/m);
+    expect(Number(/^coffer_serve_errors_total\{code="NOT_FOUND"\} (\d+)$/m.exec(text)?.[1])).toBeGreaterThan(0);
+    const bytes = Number(/^coffer_serve_account_bytes\{account="bob"\} (\d+)$/m.exec(text)?.[1]);
+    const objects = Number(/^coffer_serve_account_objects\{account="bob"\} (\d+)$/m.exec(text)?.[1]);
+    expect(bytes).toBeGreaterThanOrEqual(1234);
+    expect(objects).toBeGreaterThanOrEqual(1);
+    await remote.delete('chunks/m');
+    const after = (await raw('GET', '/metrics')).body;
+    expect(after).toContain(`coffer_serve_account_bytes{account="bob"} ${bytes - 1234}\n`);
+    expect(after).toContain(`coffer_serve_account_objects{account="bob"} ${objects - 1}\n`);
+    // Existing names stay.
+    for (const name of ['coffer_serve_requests_total', 'coffer_serve_received_bytes_total', 'coffer_serve_sent_bytes_total', 'coffer_serve_uploads_in_progress']) {
+      expect(after).toMatch(new RegExp(`^# TYPE ${name} `, 'm'));
+    }
+  });
+
   it('lets exactly one of many racing exclusive creates win', async () => {
     const remote = backend();
     const results = await Promise.allSettled(

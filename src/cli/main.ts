@@ -247,7 +247,10 @@ async function main(): Promise<void> {
     )
     .command('serve', 'run the HTTP storage server for http(s):// remotes, or manage its accounts', (y) =>
       y
-        .option('data', { type: 'string', demandOption: true, describe: 'the server\'s data directory (accounts.json and every account\'s objects)' })
+        .option('data', { type: 'string', describe: 'the server\'s data directory (accounts.json and every account\'s objects)' })
+        .option('s3', { type: 'string', describe: 'keep accounts.json and the objects in s3://bucket/prefix instead (credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY); many servers may share it' })
+        .option('s3-endpoint', { type: 'string', describe: 'S3 endpoint URL for --s3 (default COFFER_S3_ENDPOINT, else AWS)' })
+        .conflicts('data', 's3')
         .command(
           '$0',
           'serve the HTTP API in the foreground until SIGTERM or SIGINT',
@@ -259,11 +262,14 @@ async function main(): Promise<void> {
               .option('rate-limit', { type: 'number', describe: 'requests per second per account, sustained (default 500)' })
               .option('request-timeout', { type: 'number', describe: 'seconds a request (headers and body) may take (default 300)' })
               .option('idle-timeout', { type: 'number', describe: 'seconds a connection may stay silent (default 30)' })
-              .example('$0 serve --listen 127.0.0.1:8080 --data /srv/coffer', 'then on the drive: coffer init ~/vault --remote http://127.0.0.1:8080/'),
+              .example('$0 serve --listen 127.0.0.1:8080 --data /srv/coffer', 'then on the drive: coffer init ~/vault --remote http://127.0.0.1:8080/')
+              .example('$0 serve --listen 0.0.0.0:8080 --s3 s3://bucket/coffer --s3-endpoint http://rgw:7480', 'one of several servers over one bucket'),
           (argv) =>
             serveCommand({
               listen: argv.listen,
               data: argv.data,
+              s3: argv.s3,
+              s3Endpoint: argv['s3-endpoint'],
               maxObjectSize: size(argv['max-object-size']),
               maxConcurrentUploads: argv['max-uploads'],
               rateLimit: argv['rate-limit'],
@@ -287,6 +293,8 @@ async function main(): Promise<void> {
                 serveAccountAddCommand({
                   name: argv.name,
                   data: argv.data,
+                  s3: argv.s3,
+                  s3Endpoint: argv['s3-endpoint'],
                   quotaBytes: size(argv['quota-bytes']),
                   quotaObjects: argv['quota-objects'],
                   json: argv.json,

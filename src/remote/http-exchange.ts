@@ -3,6 +3,7 @@
  * gives comes back as it is, for the backend to interpret; only failing to get one (refused,
  * reset, timed out) throws, as REMOTE_UNAVAILABLE naming `what` was attempted.
  */
+import type { Readable } from 'node:stream';
 import got from 'got';
 import { RemoteError } from '../errors.js';
 
@@ -10,7 +11,8 @@ export interface HttpExchange {
   method: string;
   url: string | URL;
   headers: Record<string, string>;
-  body?: Buffer;
+  /** A stream is sent as it comes; its length must be in the headers (no chunked uploads to S3). */
+  body?: Buffer | Readable;
   signal?: AbortSignal;
   timeoutMs: number;
 }
@@ -19,6 +21,13 @@ export interface HttpAnswer {
   status: number;
   headers: Record<string, string | string[] | undefined>;
   body: Buffer;
+}
+
+/** An answer whose body is still arriving; the caller must read or destroy it. */
+export interface StreamingHttpAnswer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Readable;
 }
 
 export async function exchange(request: HttpExchange, what: string): Promise<HttpAnswer> {
@@ -43,4 +52,36 @@ export async function exchange(request: HttpExchange, what: string): Promise<Htt
     const detail = err instanceof Error ? ((err as { code?: string }).code ?? err.name) + ': ' + err.message : String(err);
     throw new RemoteError('REMOTE_UNAVAILABLE', `${what}: ${detail}`, { cause: err });
   }
+}
+
+/**
+ * Like `exchange`, but resolves as soon as the answer's headers arrive, with its body as a
+ * stream: for objects too large to hold in memory. Errors after that come from the stream.
+ */
+export async function exchangeStreaming(request: HttpExchange, what: string): Promise<StreamingHttpAnswer> {
+  const { signal, timeoutMs: t } = request;
+  signal?.throwIfAborted();
+  const stream = got.stream(request.url, {
+    method: request.method as 'GET',
+    headers: request.headers,
+    body: request.body,
+    signal,
+    throwHttpErrors: false,
+    retry: { limit: 0 },
+    followRedirect: false,
+    decompress: false,
+    timeout: { lookup: t, connect: t, secureConnect: t, socket: t, response: t },
+  });
+  return new Promise<StreamingHttpAnswer>((resolve, reject) => {
+    const onError = (err: unknown): void => {
+      if (signal?.aborted) return reject(signal.reason);
+      const detail = err instanceof Error ? ((err as { code?: string }).code ?? err.name) + ': ' + err.message : String(err);
+      reject(new RemoteError('REMOTE_UNAVAILABLE', `${what}: ${detail}`, { cause: err }));
+    };
+    stream.once('error', onError);
+    stream.once('response', (response: { statusCode: number; headers: Record<string, string | string[] | undefined> }) => {
+      stream.off('error', onError);
+      resolve({ status: response.statusCode, headers: response.headers, body: stream });
+    });
+  });
 }

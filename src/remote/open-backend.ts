@@ -4,7 +4,7 @@ import type { RemoteBackend } from './backend.js';
 import { FileBackend } from './file-backend.js';
 import { HttpBackend } from './http-backend.js';
 import { RetryingBackend } from './retrying-backend.js';
-import { S3Backend } from './s3-backend.js';
+import { S3Backend, type S3BackendOptions } from './s3-backend.js';
 
 export interface OpenBackendOptions {
   /** S3 endpoint URL; default `COFFER_S3_ENDPOINT`, else AWS for the region. */
@@ -42,7 +42,7 @@ export function openBackend(url: string, options: OpenBackendOptions = {}): Remo
     case 'file:':
       return wrap(new FileBackend(fileURLToPath(parsed)));
     case 's3:':
-      return new RetryingBackend(wrap(openS3(parsed, url, options)));
+      return new RetryingBackend(wrap(new S3Backend(s3OptionsFor(parsed, url, options))));
     case 'http:':
     case 'https:':
       return new RetryingBackend(wrap(openHttp(parsed, url, options)));
@@ -51,7 +51,22 @@ export function openBackend(url: string, options: OpenBackendOptions = {}): Remo
   }
 }
 
-function openS3(parsed: URL, url: string, options: OpenBackendOptions): S3Backend {
+/**
+ * The S3 settings an `s3://bucket/prefix` URL names, with credentials, region and endpoint
+ * from the options and the environment: shared by the drive's S3 remotes and `coffer serve --s3`.
+ */
+export function s3OptionsFromUrl(url: string, options: Pick<OpenBackendOptions, 's3Endpoint' | 's3Region' | 'env'> = {}): S3BackendOptions {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new CofferError('BAD_ARGUMENT', `not an S3 URL: ${url} (expected s3://bucket/prefix)`);
+  }
+  if (parsed.protocol !== 's3:') throw new CofferError('BAD_ARGUMENT', `not an S3 URL: ${url} (expected s3://bucket/prefix)`);
+  return s3OptionsFor(parsed, url, options);
+}
+
+function s3OptionsFor(parsed: URL, url: string, options: Pick<OpenBackendOptions, 's3Endpoint' | 's3Region' | 'env'>): S3BackendOptions {
   const env = options.env ?? process.env;
   const bucket = parsed.hostname;
   if (!bucket) throw new CofferError('BAD_ARGUMENT', `no bucket in ${url} (expected s3://bucket/prefix)`);
@@ -77,7 +92,7 @@ function openS3(parsed: URL, url: string, options: OpenBackendOptions): S3Backen
   } catch {
     throw new CofferError('BAD_ARGUMENT', `bad percent-encoding in ${url}`);
   }
-  return new S3Backend({
+  return {
     bucket,
     prefix,
     endpoint,
@@ -87,7 +102,7 @@ function openS3(parsed: URL, url: string, options: OpenBackendOptions): S3Backen
     sessionToken: env.AWS_SESSION_TOKEN || undefined,
     // Only AWS is sure to serve bucket.host names; other servers need DNS set up for it.
     forcePathStyle: !/(^|\.)amazonaws\.com(\.cn)?$/.test(host),
-  });
+  };
 }
 
 function openHttp(parsed: URL, url: string, options: OpenBackendOptions): HttpBackend {

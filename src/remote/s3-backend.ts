@@ -3,6 +3,8 @@
  *
  * Requests are plain HTTP through got, signed with SigV4 by aws4, with the whole body in a
  * Buffer: its SHA-256 is signed (a proxy cannot swap the bytes) and a retry can replay it.
+ * (`coffer serve --s3` also sends bodies from files, `S3Upload`, signed the same way, and reads
+ * answers as streams, `sendStreaming`: its objects are too large to hold many in memory.)
  * Nothing here retries or sleeps; `RetryingBackend` does that around any backend, and
  * every failure is classified so it knows what is worth another try:
  * - REMOTE_UNAVAILABLE: network trouble, timeouts, 5xx, 408, 429 and S3's own transient
@@ -11,10 +13,11 @@
  *   wrong region, missing bucket): retrying cannot help and the message says what to fix.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
 import aws4 from 'aws4';
 import { CofferError, RemoteError } from '../errors.js';
 import type { ByteRange, CallOptions, ObjectInfo, RemoteBackend, RemoteCapabilities } from './backend.js';
-import { exchange, type HttpAnswer } from './http-exchange.js';
+import { exchange, exchangeStreaming, type HttpAnswer, type StreamingHttpAnswer } from './http-exchange.js';
 
 export interface S3Credentials {
   accessKeyId: string;
@@ -45,7 +48,14 @@ export interface S3Request {
   key?: string;
   query?: Record<string, string>;
   headers?: Record<string, string>;
-  body?: Buffer;
+  body?: Buffer | S3Upload;
+}
+
+/** A body too large to hold in memory: re-readable, with its length and SHA-256 known in advance (both are signed). */
+export interface S3Upload {
+  open(): Readable;
+  size: number;
+  sha256: string;
 }
 
 type S3Response = HttpAnswer;
@@ -294,6 +304,24 @@ export class S3Backend implements RemoteBackend {
     return found.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
 
+  /**
+   * One ListObjectsV2 page of at most `maxKeys` (up to 1000) objects whose key starts with
+   * `prefix` and sorts after `startAfter` (both relative to this remote's prefix), in key order.
+   */
+  async listPage(prefix: string, startAfter: string, maxKeys: number, options?: CallOptions): Promise<{ objects: ObjectInfo[]; truncated: boolean }> {
+    const query: Record<string, string> = {
+      'list-type': '2',
+      prefix: this.prefix + prefix,
+      'max-keys': String(Math.max(1, Math.min(1000, maxKeys))),
+    };
+    if (startAfter !== '') query['start-after'] = this.prefix + startAfter;
+    const response = await this.send({ method: 'GET', query }, 'LIST', options?.signal);
+    if (response.status !== 200) throw this.failure('LIST', prefix, response);
+    const page = parseListPage(response.body.toString('utf8'));
+    const objects = page.objects.filter((o) => o.key.startsWith(this.prefix)).map((o) => ({ key: o.key.slice(this.prefix.length), size: o.size }));
+    return { objects, truncated: page.truncated };
+  }
+
   async delete(key: string, options?: CallOptions): Promise<void> {
     checkKey(key);
     const response = await this.send({ method: 'DELETE', key }, 'DELETE', options?.signal);
@@ -312,13 +340,13 @@ export class S3Backend implements RemoteBackend {
         method: request.method,
         url,
         headers,
-        payloadSha256: body ? createHash('sha256').update(body).digest('hex') : EMPTY_SHA256,
+        payloadSha256: !body ? EMPTY_SHA256 : Buffer.isBuffer(body) ? createHash('sha256').update(body).digest('hex') : body.sha256,
       },
       this.region,
       this.credentials,
       now,
     );
-    if (body) signed['content-length'] = String(body.length);
+    if (body) signed['content-length'] = String(Buffer.isBuffer(body) ? body.length : body.size);
     signed['user-agent'] = 'coffer';
     return { method: request.method, url, headers: signed };
   }
@@ -338,13 +366,25 @@ export class S3Backend implements RemoteBackend {
     return new URL(url);
   }
 
-  /** One HTTP exchange. Any answer from the server comes back; only failing to get one throws. */
-  private async send(request: S3Request, op: string, signal?: AbortSignal): Promise<S3Response> {
+  /**
+   * One HTTP exchange. Any answer from the server comes back; only failing to get one throws.
+   * Public for callers that need S3 requests the RemoteBackend interface does not offer
+   * (conditional writes on an ETag, streamed bodies); `failure()` classifies their answers.
+   */
+  async send(request: S3Request, op: string, signal?: AbortSignal): Promise<S3Response> {
     const { method, url, headers } = this.prepare(request);
+    const body = request.body === undefined || Buffer.isBuffer(request.body) ? request.body : request.body.open();
     return exchange(
-      { method, url, headers, body: request.body, signal, timeoutMs: this.timeoutMs },
+      { method, url, headers, body, signal, timeoutMs: this.timeoutMs },
       `S3 ${op} ${this.where(request.key ?? request.query?.prefix?.slice(this.prefix.length) ?? '')}`,
     );
+  }
+
+  /** `send`, with the answer's body as a stream (for objects too large to hold in memory). */
+  async sendStreaming(request: S3Request, op: string, signal?: AbortSignal): Promise<StreamingHttpAnswer> {
+    const { method, url, headers } = this.prepare(request);
+    const body = request.body === undefined || Buffer.isBuffer(request.body) ? request.body : request.body.open();
+    return exchangeStreaming({ method, url, headers, body, signal, timeoutMs: this.timeoutMs }, `S3 ${op} ${this.where(request.key ?? '')}`);
   }
 
 
@@ -353,7 +393,7 @@ export class S3Backend implements RemoteBackend {
   }
 
   /** The error for an answer the caller did not expect, classified as the file header describes. */
-  private failure(op: string, key: string, response: S3Response): CofferError {
+  failure(op: string, key: string, response: S3Response): CofferError {
     const { status } = response;
     const { code } = parseS3Error(response.body);
     const message = describeFailure(`S3 ${op} ${this.where(key)}`, response);

@@ -1,15 +1,15 @@
 /**
- * Accounts of a `coffer serve` data directory, kept in `<data>/accounts.json` (mode 0600).
- * A token is 32 random bytes shown once when issued; only its SHA-256 is stored, which is
- * enough for a secret of that much entropy (no slow hash needed: nothing to brute-force).
+ * Accounts of a `coffer serve` store, kept in its `accounts.json` (see object-store.ts for
+ * where that lives). A token is 32 random bytes shown once when issued; only its SHA-256 is
+ * stored, which is enough for a secret of that much entropy (no slow hash needed: nothing to
+ * brute-force).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { CofferError } from '../errors.js';
+import { StoreError, type ObjectStore } from './object-store.js';
 
 export interface Account {
-  /** Random hex id; the account's objects live in `<data>/accounts/<id>/objects/`. */
+  /** Random hex id; the account's objects live under `accounts/<id>/objects/`. */
   id: string;
   name: string;
   /** SHA-256 (hex) of each token issued to the account. */
@@ -32,86 +32,116 @@ export function hashToken(token: string): string {
   return createHash('sha256').update(token, 'utf8').digest('hex');
 }
 
-export function accountsPath(dataDir: string): string {
-  return join(dataDir, 'accounts.json');
-}
-
-export async function readAccounts(dataDir: string): Promise<Account[]> {
-  let text: string;
+/** The accounts in an accounts.json text; `where` names it in the error for anything else. */
+export function parseAccounts(text: string, where: string): Account[] {
+  let parsed: AccountsFile;
   try {
-    text = await readFile(accountsPath(dataDir), 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw err;
+    parsed = JSON.parse(text) as AccountsFile;
+  } catch {
+    throw new CofferError('CORRUPT_FORMAT', `${where} is not JSON`);
   }
-  const parsed = JSON.parse(text) as AccountsFile;
-  if (parsed.version !== 1 || !Array.isArray(parsed.accounts)) {
-    throw new CofferError('CORRUPT_FORMAT', `${accountsPath(dataDir)} is not a coffer serve accounts file`);
+  if (parsed?.version !== 1 || !Array.isArray(parsed.accounts)) {
+    throw new CofferError('CORRUPT_FORMAT', `${where} is not a coffer serve accounts file`);
   }
   return parsed.accounts;
 }
 
-async function writeAccounts(dataDir: string, accounts: Account[]): Promise<void> {
-  const path = accountsPath(dataDir);
-  const temp = `${path}.${randomBytes(4).toString('hex')}.tmp`;
-  await writeFile(temp, JSON.stringify({ version: 1, accounts } satisfies AccountsFile, null, 2) + '\n', { mode: 0o600 });
-  await rename(temp, path);
+export function formatAccounts(accounts: Account[]): string {
+  return JSON.stringify({ version: 1, accounts } satisfies AccountsFile, null, 2) + '\n';
 }
 
-/** Creates an account and its first token; the token is returned once and never stored. */
+/**
+ * Creates an account and its first token; the token is returned once and never stored.
+ * A read-modify-write of the registry: if another admin wrote it in between, read again.
+ */
 export async function addAccount(
-  dataDir: string,
+  store: ObjectStore,
   name: string,
   quota: { bytes?: number; objects?: number } = {},
 ): Promise<{ account: Account; token: string }> {
   if (!/^[A-Za-z0-9._@-]{1,64}$/.test(name)) {
     throw new CofferError('BAD_ARGUMENT', `account name ${JSON.stringify(name)}: use 1 to 64 letters, digits, ".", "_", "@" or "-"`);
   }
-  await mkdir(dataDir, { recursive: true, mode: 0o700 });
-  const accounts = await readAccounts(dataDir);
-  if (accounts.some((a) => a.name === name)) throw new CofferError('BAD_ARGUMENT', `an account named ${name} already exists`);
-  const token = TOKEN_PREFIX + randomBytes(32).toString('base64url');
-  const account: Account = {
-    id: randomBytes(16).toString('hex'),
-    name,
-    tokenHashes: [hashToken(token)],
-    quotaBytes: quota.bytes ?? 0,
-    quotaObjects: quota.objects ?? 0,
-    created: new Date().toISOString(),
-  };
-  await writeAccounts(dataDir, [...accounts, account]);
-  await mkdir(join(dataDir, 'accounts', account.id, 'objects'), { recursive: true, mode: 0o700 });
-  return { account, token };
+  for (let attempt = 1; ; attempt++) {
+    const { accounts, version } = await store.readAccounts();
+    if (accounts.some((a) => a.name === name)) throw new CofferError('BAD_ARGUMENT', `an account named ${name} already exists`);
+    const token = TOKEN_PREFIX + randomBytes(32).toString('base64url');
+    const account: Account = {
+      id: randomBytes(16).toString('hex'),
+      name,
+      tokenHashes: [hashToken(token)],
+      quotaBytes: quota.bytes ?? 0,
+      quotaObjects: quota.objects ?? 0,
+      created: new Date().toISOString(),
+    };
+    try {
+      await store.writeAccounts([...accounts, account], version);
+      return { account, token };
+    } catch (err) {
+      if (!(err instanceof StoreError && err.code === 'CHANGED') || attempt >= 5) throw err;
+    }
+  }
 }
 
-/** Token lookups for the server; re-reads the file when it changed (accounts added while serving). */
+/**
+ * Token lookups for the server. The registry is re-read when a token arrives that this
+ * process does not know, and by the server on a timer, so accounts added, changed or revoked
+ * through another process or the CLI reach this one. Reads for unknown tokens happen at most
+ * once per `unknownTokenReloadMs`: a token arriving sooner waits for the next one (so a new
+ * account is never refused, and a stream of bad tokens is not a stream of store reads).
+ */
 export class AccountBook {
   private byHash = new Map<string, Account>();
-  private mtimeMs = -1;
+  private version: string | undefined | null = null; // null: never loaded
+  private lastUnknownTokenLoadAt = 0;
+  private loading: Promise<void> | undefined;
+  private unknownTokenLoad: Promise<void> | undefined;
 
-  constructor(private readonly dataDir: string) {}
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly unknownTokenReloadMs = 1_000,
+  ) {}
 
-  async load(): Promise<void> {
-    let mtimeMs: number;
-    try {
-      mtimeMs = (await stat(accountsPath(this.dataDir))).mtimeMs;
-    } catch {
-      mtimeMs = 0;
-    }
-    if (mtimeMs === this.mtimeMs) return;
+  /** Re-reads the registry if it changed; concurrent callers share one read. */
+  load(): Promise<void> {
+    this.loading ??= this.reload().finally(() => (this.loading = undefined));
+    return this.loading;
+  }
+
+  private async reload(): Promise<void> {
+    if (this.store.accountsVersion && this.version !== null && (await this.store.accountsVersion()) === this.version) return;
+    const { accounts, version } = await this.store.readAccounts();
+    if (version === this.version) return;
     const byHash = new Map<string, Account>();
-    for (const account of await readAccounts(this.dataDir)) {
+    for (const account of accounts) {
       for (const hash of account.tokenHashes) byHash.set(hash, account);
     }
     this.byHash = byHash;
-    this.mtimeMs = mtimeMs;
+    this.version = version;
   }
 
   async authenticate(token: string): Promise<Account | undefined> {
     const hash = hashToken(token);
     const known = this.byHash.get(hash);
     if (known) return known;
-    await this.load();
+    this.unknownTokenLoad ??= this.nextUnknownTokenSlot().then(() => {
+      // Tokens arriving from here on wait for a later read: this one may start before their account was added.
+      this.unknownTokenLoad = undefined;
+      this.lastUnknownTokenLoadAt = Date.now();
+      return this.loadAfterAnyUnderWay();
+    });
+    await this.unknownTokenLoad;
     return this.byHash.get(hash);
+  }
+
+  private async nextUnknownTokenSlot(): Promise<void> {
+    const wait = this.lastUnknownTokenLoadAt + this.unknownTokenReloadMs - Date.now();
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+  }
+
+  /** A read already under way may have begun before the account was added: read after it. */
+  private async loadAfterAnyUnderWay(): Promise<void> {
+    await this.loading?.catch(() => {});
+    await this.load();
   }
 }

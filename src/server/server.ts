@@ -1,21 +1,19 @@
 /**
  * `coffer serve`: the HTTP API behind the drive's http(s):// remotes (docs/SERVER.md).
  *
- * Layout: `<data>/accounts.json` (accounts and token hashes), and for each account
- * `<data>/accounts/<id>/objects/<key>` (objects) and `<data>/accounts/<id>/tmp/` (uploads in
- * progress). A request's account comes from its bearer token alone, and keys are checked
- * against a strict pattern (src/server/keys.ts) before they ever become paths, so no request
- * reaches another account's objects or anything outside the data directory.
+ * This is the HTTP layer: tokens, keys, limits, quotas, errors and metrics. Objects and the
+ * accounts registry live in an ObjectStore (object-store.ts): a data directory or an S3
+ * bucket. A request's account comes from its bearer token alone, and keys are checked
+ * against a strict pattern (src/server/keys.ts) before they reach the store, so no request
+ * reaches another account's objects or anything outside the store's namespace.
  */
-import { randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { link, mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { dirname, join, resolve, sep } from 'node:path';
-import { syncDirectory } from '../chunks/chunk-store.js';
+import { pipeline } from 'node:stream';
 import { AccountBook, type Account } from './accounts.js';
 import { isValidKey, isValidPrefix, keyFromPath } from './keys.js';
+import { StoreError, type ObjectStore } from './object-store.js';
 
 export type ErrorCode =
   | 'BAD_REQUEST'
@@ -23,6 +21,7 @@ export type ErrorCode =
   | 'UNAUTHORIZED'
   | 'NOT_FOUND'
   | 'METHOD_NOT_ALLOWED'
+  | 'KEY_CONFLICT'
   | 'EXISTS'
   | 'TOO_LARGE'
   | 'RANGE_NOT_SATISFIABLE'
@@ -38,6 +37,7 @@ const STATUS: Record<ErrorCode, number> = {
   UNAUTHORIZED: 401,
   NOT_FOUND: 404,
   METHOD_NOT_ALLOWED: 405,
+  KEY_CONFLICT: 409,
   EXISTS: 412,
   TOO_LARGE: 413,
   RANGE_NOT_SATISFIABLE: 416,
@@ -55,7 +55,8 @@ class ApiError extends Error {
 }
 
 export interface ServeOptions {
-  dataDir: string;
+  /** Where objects and the accounts registry live. */
+  store: ObjectStore;
   host: string;
   port: number;
   /** Largest object accepted, bytes (413 TOO_LARGE beyond it, checked while the body streams). */
@@ -72,6 +73,8 @@ export interface ServeOptions {
   idleTimeoutMs?: number;
   /** Largest number of keys one list page returns. */
   maxListPage?: number;
+  /** The accounts registry is re-read this often (changes made elsewhere reach this process), ms. */
+  accountsRefreshMs?: number;
 }
 
 export const SERVE_DEFAULTS = {
@@ -82,11 +85,27 @@ export const SERVE_DEFAULTS = {
   headersTimeoutMs: 10_000,
   idleTimeoutMs: 30_000,
   maxListPage: 1000,
+  accountsRefreshMs: 5_000,
 };
 
+/** Upper bounds of the request latency histogram, seconds. */
+const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
+
+interface Latency {
+  /** Requests at or under each of LATENCY_BUCKETS (not cumulative; summed when printed). */
+  buckets: number[];
+  sum: number;
+  count: number;
+}
+
 interface Usage {
+  /** The account as last authenticated (its name labels the usage metrics). */
+  account: Account;
   bytes: number;
   objects: number;
+  /** When bytes and objects were last counted from the store, ms since the epoch. */
+  countedAt: number;
+  recounting: boolean;
   /** Bytes of uploads in progress, counted against the quota before they land. */
   reservedBytes: number;
   uploads: number;
@@ -96,12 +115,17 @@ interface Usage {
 
 export class CofferServer {
   readonly options: Required<ServeOptions>;
-  private readonly dataDir: string;
+  private readonly store: ObjectStore;
   private readonly accounts: AccountBook;
   private readonly usage = new Map<string, Promise<Usage>>();
+  /** The usage this process has counted, for the per-account gauges. */
+  private readonly loadedUsage = new Map<string, Usage>();
   private readonly server: Server;
+  private accountsTimer: NodeJS.Timeout | undefined;
   private readonly metrics = {
     requests: new Map<string, number>(),
+    errors: new Map<ErrorCode, number>(),
+    latency: new Map<string, Latency>(),
     bytesIn: 0,
     bytesOut: 0,
     uploadsInProgress: 0,
@@ -109,8 +133,8 @@ export class CofferServer {
 
   constructor(options: ServeOptions) {
     this.options = { ...SERVE_DEFAULTS, ...options };
-    this.dataDir = resolve(options.dataDir);
-    this.accounts = new AccountBook(this.dataDir);
+    this.store = options.store;
+    this.accounts = new AccountBook(this.store);
     this.server = createServer({
       requestTimeout: this.options.requestTimeoutMs,
       headersTimeout: this.options.headersTimeoutMs,
@@ -121,7 +145,7 @@ export class CofferServer {
   }
 
   async listen(): Promise<AddressInfo> {
-    await mkdir(join(this.dataDir, 'accounts'), { recursive: true, mode: 0o700 });
+    await this.store.open();
     await this.accounts.load();
     await new Promise<void>((resolvePromise, reject) => {
       this.server.once('error', reject);
@@ -130,26 +154,42 @@ export class CofferServer {
         resolvePromise();
       });
     });
+    // Accounts added, changed or revoked by another process (or the CLI) reach this one.
+    this.accountsTimer = setInterval(() => {
+      this.accounts.load().catch((err: unknown) => process.stderr.write(`coffer serve: re-reading the accounts: ${(err as Error)?.message ?? String(err)}\n`));
+    }, this.options.accountsRefreshMs);
+    this.accountsTimer.unref();
     return this.server.address() as AddressInfo;
   }
 
   /** Stops accepting connections, lets requests in flight finish, then closes idle ones. */
   async close(): Promise<void> {
+    clearInterval(this.accountsTimer);
     const closed = new Promise<void>((r) => this.server.close(() => r()));
     this.server.closeIdleConnections();
     const force = setTimeout(() => this.server.closeAllConnections(), 5_000);
     await closed;
     clearTimeout(force);
+    await this.store.close();
   }
 
-  private count(method: string, status: number): void {
+  private count(method: string, status: number, seconds: number): void {
     const label = `method="${method}",status="${status}"`;
     this.metrics.requests.set(label, (this.metrics.requests.get(label) ?? 0) + 1);
+    // Methods come from clients: anything unusual shares one series so labels stay few.
+    const methodLabel = ['GET', 'HEAD', 'PUT', 'DELETE'].includes(method) ? method : 'OTHER';
+    let latency = this.metrics.latency.get(methodLabel);
+    if (!latency) this.metrics.latency.set(methodLabel, (latency = { buckets: LATENCY_BUCKETS.map(() => 0), sum: 0, count: 0 }));
+    const bucket = LATENCY_BUCKETS.findIndex((bound) => seconds <= bound);
+    if (bucket >= 0) latency.buckets[bucket]! += 1;
+    latency.sum += seconds;
+    latency.count += 1;
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const method = req.method ?? 'GET';
-    res.on('finish', () => this.count(method, res.statusCode));
+    const started = process.hrtime.bigint();
+    res.on('finish', () => this.count(method, res.statusCode, Number(process.hrtime.bigint() - started) / 1e9));
     try {
       const url = new URL(req.url ?? '/', 'http://coffer.invalid');
       const rawPath = (req.url ?? '/').split('?')[0]!;
@@ -170,8 +210,9 @@ export class CofferServer {
         case 'PUT':
           return await this.put(account, key, req, res);
         case 'GET':
+          return await this.get(account, key, req, res);
         case 'HEAD':
-          return await this.get(account, key, req, res, method === 'HEAD');
+          return await this.head(account, key, req, res);
         case 'DELETE':
           return await this.delete(account, key, res);
         default:
@@ -183,8 +224,9 @@ export class CofferServer {
   }
 
   private fail(req: IncomingMessage, res: ServerResponse, err: unknown): void {
-    const api = err instanceof ApiError ? err : new ApiError('INTERNAL', 'internal error');
-    if (!(err instanceof ApiError)) process.stderr.write(`coffer serve: ${(err as Error)?.stack ?? String(err)}\n`);
+    const api = toApiError(err, res);
+    if (api.code === 'INTERNAL') process.stderr.write(`coffer serve: ${(err as Error)?.stack ?? String(err)}\n`);
+    this.metrics.errors.set(api.code, (this.metrics.errors.get(api.code) ?? 0) + 1);
     if (res.headersSent) {
       res.destroy();
       return;
@@ -212,34 +254,43 @@ export class CofferServer {
     return account;
   }
 
-  private accountDir(account: Account): string {
-    // Account ids are hex the server made; checked anyway so a hand-edited file cannot point elsewhere.
-    if (!/^[0-9a-f]{8,64}$/.test(account.id)) throw new ApiError('INTERNAL', 'bad account id');
-    return join(this.dataDir, 'accounts', account.id);
-  }
-
-  private objectPath(account: Account, key: string): string {
-    const root = join(this.accountDir(account), 'objects');
-    const path = resolve(root, key);
-    if (!path.startsWith(root + sep)) throw new ApiError('BAD_KEY', `invalid object key ${JSON.stringify(key)}`);
-    return path;
-  }
-
-  private usageOf(account: Account): Promise<Usage> {
-    let usage = this.usage.get(account.id);
-    if (!usage) {
-      usage = (async () => {
-        const usage: Usage = { bytes: 0, objects: 0, reservedBytes: 0, uploads: 0, tokens: 2 * this.options.rateLimit, refilledAt: Date.now() };
-        for (const info of await this.walk(join(this.accountDir(account), 'objects'), '')) {
-          usage.bytes += info.size;
-          usage.objects += 1;
-        }
+  /**
+   * The account's usage: counted from the store on first use, then kept up to date with this
+   * process's puts and deletes, and recounted every `store.usageRefreshMs` (in the background)
+   * so that other processes' writes to the same store are counted too.
+   */
+  private async usageOf(account: Account): Promise<Usage> {
+    let pending = this.usage.get(account.id);
+    if (!pending) {
+      pending = (async () => {
+        const counted = await this.countUsage(account.id);
+        const usage: Usage = { account, ...counted, countedAt: Date.now(), recounting: false, reservedBytes: 0, uploads: 0, tokens: 2 * this.options.rateLimit, refilledAt: Date.now() };
+        this.loadedUsage.set(account.id, usage);
         return usage;
       })();
-      this.usage.set(account.id, usage);
-      usage.catch(() => this.usage.delete(account.id));
+      this.usage.set(account.id, pending);
+      pending.catch(() => this.usage.delete(account.id));
+    }
+    const usage = await pending;
+    usage.account = account;
+    if (!usage.recounting && Date.now() - usage.countedAt >= this.store.usageRefreshMs) {
+      usage.recounting = true;
+      this.countUsage(account.id)
+        .then((counted) => Object.assign(usage, counted, { countedAt: Date.now() }))
+        .catch((err: unknown) => process.stderr.write(`coffer serve: recounting usage: ${(err as Error)?.message ?? String(err)}\n`))
+        .finally(() => (usage.recounting = false));
     }
     return usage;
+  }
+
+  private async countUsage(accountId: string): Promise<{ bytes: number; objects: number }> {
+    let bytes = 0;
+    let objects = 0;
+    for (const info of await this.store.listAll(accountId)) {
+      bytes += info.size;
+      objects += 1;
+    }
+    return { bytes, objects };
   }
 
   private takeToken(usage: Usage): void {
@@ -261,8 +312,7 @@ export class CofferServer {
     if (usage.uploads >= this.options.maxConcurrentUploads) {
       throw new ApiError('TOO_MANY_UPLOADS', `more than ${this.options.maxConcurrentUploads} uploads at once for this account`);
     }
-    const path = this.objectPath(account, key);
-    const old = await stat(path).then((s) => s.size, () => undefined);
+    const old = await this.store.head(account.id, key);
     if (exclusive && old !== undefined) throw new ApiError('EXISTS', `object ${key} already exists`);
     if (account.quotaObjects > 0 && old === undefined && usage.objects + 1 > account.quotaObjects) {
       throw new ApiError('QUOTA_EXCEEDED', `the account holds ${usage.objects} objects, its quota`);
@@ -274,99 +324,76 @@ export class CofferServer {
     usage.uploads += 1;
     this.metrics.uploadsInProgress += 1;
     let reserved = 0;
-    const tmpDir = join(this.accountDir(account), 'tmp');
-    const temp = join(tmpDir, `${randomBytes(8).toString('hex')}.tmp`);
+    let size = 0;
+    const metrics = this.metrics;
+    // The store sees the body only through these checks: a body too large or over quota
+    // stops the upload (and the store keeps nothing of it) as soon as it is.
+    async function* checkedBody(): AsyncGenerator<Buffer> {
+      for await (const piece of req) {
+        const buf = piece as Buffer;
+        size += buf.length;
+        metrics.bytesIn += buf.length;
+        if (size > max) throw new ApiError('TOO_LARGE', `object is larger than the limit of ${max} bytes`);
+        if (size > reserved) {
+          if (overQuota(size)) throw new ApiError('QUOTA_EXCEEDED', `storing this object would exceed the account's quota of ${account.quotaBytes} bytes`);
+          usage.reservedBytes += size - reserved;
+          reserved = size;
+        }
+        yield buf;
+      }
+      if (!req.complete) throw new ApiError('BAD_REQUEST', 'the upload was cut off');
+    }
     try {
-      await mkdir(tmpDir, { recursive: true });
-      const handle = await open(temp, 'wx', 0o600);
-      let size = 0;
-      try {
-        for await (const piece of req) {
-          const buf = piece as Buffer;
-          size += buf.length;
-          this.metrics.bytesIn += buf.length;
-          if (size > max) throw new ApiError('TOO_LARGE', `object is larger than the limit of ${max} bytes`);
-          if (size > reserved) {
-            if (overQuota(size)) throw new ApiError('QUOTA_EXCEEDED', `storing this object would exceed the account's quota of ${account.quotaBytes} bytes`);
-            usage.reservedBytes += size - reserved;
-            reserved = size;
-          }
-          await handle.write(buf);
-        }
-        if (!req.complete) throw new ApiError('BAD_REQUEST', 'the upload was cut off');
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      await mkdir(dirname(path), { recursive: true });
-      let replaced = old;
-      if (exclusive) {
-        try {
-          await link(temp, path); // fails if the name exists: of two racing creates, one wins
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new ApiError('EXISTS', `object ${key} already exists`);
-          throw err;
-        }
-        await unlink(temp);
-        replaced = undefined;
-      } else {
-        replaced = await stat(path).then((s) => s.size, () => undefined);
-        await rename(temp, path);
-      }
-      await syncDirectory(dirname(path));
-      usage.bytes += size - (replaced ?? 0);
-      if (replaced === undefined) usage.objects += 1;
+      const { replacedSize } = await this.store.put(account.id, key, checkedBody(), { exclusive });
+      usage.bytes += size - (replacedSize ?? 0);
+      if (replacedSize === undefined) usage.objects += 1;
       res.writeHead(201, { 'Content-Length': 0 }).end();
     } finally {
       usage.reservedBytes -= reserved;
       usage.uploads -= 1;
       this.metrics.uploadsInProgress -= 1;
-      await unlink(temp).catch(() => {});
     }
   }
 
-  private async get(account: Account, key: string, req: IncomingMessage, res: ServerResponse, headOnly: boolean): Promise<void> {
-    const path = this.objectPath(account, key);
-    const info = await stat(path).catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT' || err.code === 'ENOTDIR') throw new ApiError('NOT_FOUND', `object ${key} not found`);
-      throw err;
-    });
-    if (!info.isFile()) throw new ApiError('NOT_FOUND', `object ${key} not found`);
-    const size = info.size;
-    let start = 0;
-    let end = size - 1;
-    let status = 200;
-    const range = req.headers.range;
-    if (range !== undefined) {
-      const match = /^bytes=(\d+)-(\d*)$/.exec(range.trim());
-      if (!match) throw new ApiError('BAD_REQUEST', `unsupported Range ${JSON.stringify(range)} (one bytes=first-[last] range)`);
-      start = Number(match[1]);
-      end = match[2] === '' ? size - 1 : Math.min(Number(match[2]), size - 1);
-      if (start >= size || end < start) {
-        res.setHeader('Content-Range', `bytes */${size}`);
-        throw new ApiError('RANGE_NOT_SATISFIABLE', `range ${range} is outside the object's ${size} bytes`);
-      }
-      status = 206;
-      res.setHeader('Content-Range', `bytes ${start}-${end}/${size}`);
-    }
-    const length = size === 0 ? 0 : end - start + 1;
-    res.writeHead(status, { 'Content-Type': 'application/octet-stream', 'Content-Length': length, 'Accept-Ranges': 'bytes' });
-    if (headOnly || length === 0) {
+  private async get(account: Account, key: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const range = parseRange(req.headers.range);
+    const read = await this.store.get(account.id, key, range);
+    const length = read.size === 0 ? 0 : read.end - read.start + 1;
+    if (range) res.setHeader('Content-Range', `bytes ${read.start}-${read.end}/${read.size}`);
+    res.writeHead(range ? 206 : 200, { 'Content-Type': 'application/octet-stream', 'Content-Length': length, 'Accept-Ranges': 'bytes' });
+    if (length === 0) {
+      read.body.destroy();
       res.end();
       return;
     }
-    const stream = createReadStream(path, { start, end });
-    stream.on('data', (piece) => (this.metrics.bytesOut += piece.length));
-    stream.on('error', () => res.destroy());
-    stream.pipe(res);
+    read.body.on('data', (piece: Buffer) => (this.metrics.bytesOut += piece.length));
+    // Either side failing ends both: a store read cut off cuts the answer off (the client sees
+    // a short body, not a wrong one), and a client gone stops the read from the store.
+    pipeline(read.body, res, () => {});
+  }
+
+  private async head(account: Account, key: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const range = parseRange(req.headers.range);
+    const size = await this.store.head(account.id, key);
+    if (size === undefined) throw new ApiError('NOT_FOUND', `object ${key} not found`);
+    let length = size;
+    if (range) {
+      const end = range.end === undefined ? size - 1 : Math.min(range.end, size - 1);
+      if (range.start >= size || end < range.start) {
+        res.setHeader('Content-Range', `bytes */${size}`);
+        throw new ApiError('RANGE_NOT_SATISFIABLE', `range ${req.headers.range} is outside the object's ${size} bytes`);
+      }
+      res.setHeader('Content-Range', `bytes ${range.start}-${end}/${size}`);
+      length = end - range.start + 1;
+    }
+    res.writeHead(range ? 206 : 200, { 'Content-Type': 'application/octet-stream', 'Content-Length': length, 'Accept-Ranges': 'bytes' });
+    res.end();
   }
 
   private async delete(account: Account, key: string, res: ServerResponse): Promise<void> {
-    const path = this.objectPath(account, key);
     const usage = await this.usageOf(account);
-    const size = await stat(path).then((s) => (s.isFile() ? s.size : undefined), () => undefined);
+    const size = await this.store.delete(account.id, key);
     if (size !== undefined) {
-      await rm(path, { force: true });
       usage.bytes -= size;
       usage.objects -= 1;
     }
@@ -381,34 +408,8 @@ export class CofferServer {
     if (!isValidPrefix(prefix)) throw new ApiError('BAD_KEY', `invalid prefix ${JSON.stringify(prefix)}`);
     if (!Number.isSafeInteger(limit) || limit < 1) throw new ApiError('BAD_REQUEST', 'limit must be a positive integer');
     const page = Math.min(limit, this.options.maxListPage);
-    const all = (await this.walk(join(this.accountDir(account), 'objects'), prefix)).filter((o) => o.key > after);
-    const objects = all.slice(0, page);
-    this.sendJson(res, 200, { objects, next: all.length > page ? objects[objects.length - 1]!.key : null });
-  }
-
-  /** Every object under `root` whose key starts with `prefix`, in key order. */
-  private async walk(root: string, prefix: string): Promise<{ key: string; size: number }[]> {
-    const found: { key: string; size: number }[] = [];
-    const visit = async (dir: string, dirKey: string): Promise<void> => {
-      let entries;
-      try {
-        entries = await readdir(dir, { withFileTypes: true });
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-        throw err;
-      }
-      for (const entry of entries) {
-        const key = dirKey + entry.name;
-        if (entry.isDirectory()) {
-          if (key.startsWith(prefix) || prefix.startsWith(key + '/')) await visit(join(dir, entry.name), key + '/');
-        } else if (entry.isFile() && key.startsWith(prefix)) {
-          const size = await stat(join(dir, entry.name)).then((s) => s.size, () => undefined);
-          if (size !== undefined) found.push({ key, size });
-        }
-      }
-    };
-    await visit(root, '');
-    return found.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    const { objects, truncated } = await this.store.list(account.id, { prefix, after, limit: page });
+    this.sendJson(res, 200, { objects, next: truncated && objects.length > 0 ? objects[objects.length - 1]!.key : null });
   }
 
   private sendMetrics(res: ServerResponse): void {
@@ -416,6 +417,20 @@ export class CofferServer {
       '# HELP coffer_serve_requests_total HTTP requests answered, by method and status.',
       '# TYPE coffer_serve_requests_total counter',
       ...[...this.metrics.requests].map(([labels, n]) => `coffer_serve_requests_total{${labels}} ${n}`),
+      '# HELP coffer_serve_request_duration_seconds Time from a request\'s arrival to the end of its answer, by method.',
+      '# TYPE coffer_serve_request_duration_seconds histogram',
+      ...[...this.metrics.latency].flatMap(([method, latency]) => {
+        let cumulative = 0;
+        return [
+          ...LATENCY_BUCKETS.map((bound, i) => `coffer_serve_request_duration_seconds_bucket{method="${method}",le="${bound}"} ${(cumulative += latency.buckets[i]!)}`),
+          `coffer_serve_request_duration_seconds_bucket{method="${method}",le="+Inf"} ${latency.count}`,
+          `coffer_serve_request_duration_seconds_sum{method="${method}"} ${latency.sum}`,
+          `coffer_serve_request_duration_seconds_count{method="${method}"} ${latency.count}`,
+        ];
+      }),
+      '# HELP coffer_serve_errors_total Error answers, by their JSON error code.',
+      '# TYPE coffer_serve_errors_total counter',
+      ...[...this.metrics.errors].map(([code, n]) => `coffer_serve_errors_total{code="${code}"} ${n}`),
       '# HELP coffer_serve_received_bytes_total Object bytes received in uploads.',
       '# TYPE coffer_serve_received_bytes_total counter',
       `coffer_serve_received_bytes_total ${this.metrics.bytesIn}`,
@@ -425,9 +440,51 @@ export class CofferServer {
       '# HELP coffer_serve_uploads_in_progress Uploads being received now.',
       '# TYPE coffer_serve_uploads_in_progress gauge',
       `coffer_serve_uploads_in_progress ${this.metrics.uploadsInProgress}`,
+      '# HELP coffer_serve_account_bytes Bytes an account stores, as this process counts them (accounts it has served only).',
+      '# TYPE coffer_serve_account_bytes gauge',
+      ...[...this.loadedUsage.values()].map((u) => `coffer_serve_account_bytes{account="${labelValue(u.account.name)}"} ${u.bytes}`),
+      '# HELP coffer_serve_account_objects Objects an account stores, as this process counts them (accounts it has served only).',
+      '# TYPE coffer_serve_account_objects gauge',
+      ...[...this.loadedUsage.values()].map((u) => `coffer_serve_account_objects{account="${labelValue(u.account.name)}"} ${u.objects}`),
     ];
     const text = Buffer.from(lines.join('\n') + '\n');
     res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4', 'Content-Length': text.length });
     res.end(text);
   }
+}
+
+/** A `Range: bytes=FIRST-[LAST]` header (the one form the API takes), or undefined for none. */
+function parseRange(range: string | undefined): { start: number; end?: number } | undefined {
+  if (range === undefined) return undefined;
+  const match = /^bytes=(\d+)-(\d*)$/.exec(range.trim());
+  if (!match) throw new ApiError('BAD_REQUEST', `unsupported Range ${JSON.stringify(range)} (one bytes=first-[last] range)`);
+  const start = Number(match[1]);
+  const end = match[2] === '' ? undefined : Number(match[2]);
+  if (!Number.isSafeInteger(start) || (end !== undefined && !Number.isSafeInteger(end))) throw new ApiError('BAD_REQUEST', `Range ${JSON.stringify(range)} is out of bounds`);
+  if (end !== undefined && end < start) throw new ApiError('RANGE_NOT_SATISFIABLE', `range ${range} ends before it starts`);
+  return { start, end };
+}
+
+/** The answer for an error: an ApiError as it is, a store's refusal as its code, anything else INTERNAL. */
+function toApiError(err: unknown, res: ServerResponse): ApiError {
+  if (err instanceof ApiError) return err;
+  if (err instanceof StoreError) {
+    switch (err.code) {
+      case 'NOT_FOUND':
+      case 'EXISTS':
+      case 'KEY_CONFLICT':
+        return new ApiError(err.code, err.message);
+      case 'RANGE_NOT_SATISFIABLE':
+        if (err.size !== undefined && !res.headersSent) res.setHeader('Content-Range', `bytes */${err.size}`);
+        return new ApiError(err.code, err.message);
+      case 'CHANGED':
+        break;
+    }
+  }
+  return new ApiError('INTERNAL', 'internal error');
+}
+
+/** A Prometheus label value: backslash, double quote and newline escaped. */
+function labelValue(text: string): string {
+  return text.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
 }

@@ -1,7 +1,27 @@
 /** `coffer serve` (the HTTP server for http(s):// remotes) and `coffer serve account add`. */
 import { CofferError } from '../../errors.js';
+import { s3OptionsFromUrl } from '../../remote/open-backend.js';
 import { addAccount } from '../../server/accounts.js';
+import { DiskObjectStore } from '../../server/disk-store.js';
+import type { ObjectStore } from '../../server/object-store.js';
+import { S3ObjectStore } from '../../server/s3-store.js';
 import { CofferServer, type ServeOptions } from '../../server/server.js';
+
+/** Where a server keeps its data: `--data DIR` or `--s3 s3://bucket/prefix`, exactly one. */
+export interface StoreArgs {
+  data?: string;
+  s3?: string;
+  s3Endpoint?: string;
+}
+
+export function openStore(args: StoreArgs): ObjectStore {
+  if ((args.data === undefined) === (args.s3 === undefined)) {
+    throw new CofferError('BAD_ARGUMENT', 'give exactly one of --data DIR or --s3 s3://bucket/prefix');
+  }
+  if (args.data !== undefined) return new DiskObjectStore(args.data);
+  // The same URL, credential, region and endpoint rules as the drive's s3:// remotes.
+  return new S3ObjectStore(s3OptionsFromUrl(args.s3!, { s3Endpoint: args.s3Endpoint }));
+}
 
 export function parseListen(listen: string): { host: string; port: number } {
   const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:]+)):(\d{1,5})$/.exec(listen);
@@ -10,11 +30,11 @@ export function parseListen(listen: string): { host: string; port: number } {
   return { host: (match[1] ?? match[2])!, port };
 }
 
-export async function serveCommand(args: { listen: string; data: string } & Omit<ServeOptions, 'dataDir' | 'host' | 'port'>): Promise<void> {
+export async function serveCommand(args: { listen: string } & StoreArgs & Omit<ServeOptions, 'store' | 'host' | 'port'>): Promise<void> {
   const { host, port } = parseListen(args.listen);
-  const { listen: _listen, data, ...limits } = args;
+  const { listen: _listen, data, s3, s3Endpoint, ...limits } = args;
   const defined = Object.fromEntries(Object.entries(limits).filter(([, v]) => v !== undefined));
-  const server = new CofferServer({ dataDir: data, host, port, ...defined });
+  const server = new CofferServer({ store: openStore({ data, s3, s3Endpoint }), host, port, ...defined });
   const address = await server.listen();
   const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   process.stdout.write(`coffer serve: listening on http://${shownHost}:${address.port}/\n`);
@@ -29,8 +49,8 @@ export async function serveCommand(args: { listen: string; data: string } & Omit
   });
 }
 
-export async function serveAccountAddCommand(args: { name: string; data: string; quotaBytes?: number; quotaObjects?: number; json: boolean }): Promise<void> {
-  const { account, token } = await addAccount(args.data, args.name, { bytes: args.quotaBytes, objects: args.quotaObjects });
+export async function serveAccountAddCommand(args: { name: string; quotaBytes?: number; quotaObjects?: number; json: boolean } & StoreArgs): Promise<void> {
+  const { account, token } = await addAccount(openStore(args), args.name, { bytes: args.quotaBytes, objects: args.quotaObjects });
   if (args.json) {
     process.stdout.write(
       JSON.stringify({ id: account.id, name: account.name, quotaBytes: account.quotaBytes, quotaObjects: account.quotaObjects, token }) + '\n',

@@ -1,0 +1,207 @@
+/**
+ * The data-directory store: `<data>/accounts.json` (mode 0600), and for each account
+ * `<data>/accounts/<id>/objects/<key>` (one file per object) and `<data>/accounts/<id>/tmp/`
+ * (uploads in progress). An upload goes to a temp file, is fsynced, then renamed (or linked,
+ * for an exclusive put) into place and the folder fsynced: a crash leaves the old object or
+ * the whole new one. One process owns a data directory (usage is never recounted).
+ */
+import { randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { link, mkdir, open, readFile, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve, sep } from 'node:path';
+import { syncDirectory } from '../chunks/chunk-store.js';
+import { formatAccounts, parseAccounts, type Account } from './accounts.js';
+import { checkAccountId, StoreError, type AccountsSnapshot, type ObjectRead, type ObjectStore, type StoredObject } from './object-store.js';
+
+export class DiskObjectStore implements ObjectStore {
+  readonly dataDir: string;
+  readonly usageRefreshMs = Infinity;
+
+  constructor(dataDir: string) {
+    this.dataDir = resolve(dataDir);
+  }
+
+  get description(): string {
+    return this.dataDir;
+  }
+
+  async open(): Promise<void> {
+    await mkdir(join(this.dataDir, 'accounts'), { recursive: true, mode: 0o700 });
+  }
+
+  async close(): Promise<void> {}
+
+  private get accountsPath(): string {
+    return join(this.dataDir, 'accounts.json');
+  }
+
+  async accountsVersion(): Promise<string | undefined> {
+    try {
+      const info = await stat(this.accountsPath);
+      return `${info.mtimeMs}:${info.size}`;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async readAccounts(): Promise<AccountsSnapshot> {
+    const version = await this.accountsVersion();
+    let text: string;
+    try {
+      text = await readFile(this.accountsPath, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { accounts: [], version: undefined };
+      throw err;
+    }
+    return { accounts: parseAccounts(text, this.accountsPath), version };
+  }
+
+  /** The version check is only best effort here: a data directory has one admin at a time. */
+  async writeAccounts(accounts: Account[], expectedVersion: string | undefined): Promise<void> {
+    await mkdir(this.dataDir, { recursive: true, mode: 0o700 });
+    const temp = `${this.accountsPath}.${randomBytes(4).toString('hex')}.tmp`;
+    await writeFile(temp, formatAccounts(accounts), { mode: 0o600 });
+    if ((await this.accountsVersion()) !== expectedVersion) {
+      await unlink(temp).catch(() => {});
+      throw new StoreError('CHANGED', `${this.accountsPath} changed while it was being updated`);
+    }
+    await rename(temp, this.accountsPath);
+    for (const account of accounts) {
+      await mkdir(join(this.accountDir(account.id), 'objects'), { recursive: true, mode: 0o700 });
+    }
+  }
+
+  private accountDir(accountId: string): string {
+    return join(this.dataDir, 'accounts', checkAccountId(accountId));
+  }
+
+  private objectPath(accountId: string, key: string): string {
+    const root = join(this.accountDir(accountId), 'objects');
+    const path = resolve(root, key);
+    if (!path.startsWith(root + sep)) throw new Error(`object key ${JSON.stringify(key)} leaves the account's folder`);
+    return path;
+  }
+
+  /** The size of the file at `path`; undefined if there is none; KEY_CONFLICT if it is a folder of other objects. */
+  private async sizeAt(path: string, key: string): Promise<number | undefined> {
+    let info;
+    try {
+      info = await stat(path);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+      throw err;
+    }
+    if (info.isDirectory()) throw conflict(key);
+    return info.isFile() ? info.size : undefined;
+  }
+
+  async put(accountId: string, key: string, body: AsyncIterable<Buffer>, options: { exclusive: boolean }): Promise<{ replacedSize: number | undefined }> {
+    const path = this.objectPath(accountId, key);
+    const tmpDir = join(this.accountDir(accountId), 'tmp');
+    const temp = join(tmpDir, `${randomBytes(8).toString('hex')}.tmp`);
+    try {
+      await mkdir(tmpDir, { recursive: true });
+      const handle = await open(temp, 'wx', 0o600);
+      try {
+        for await (const piece of body) await handle.write(piece);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      try {
+        await mkdir(dirname(path), { recursive: true });
+      } catch (err) {
+        // A file where a folder of the key's path should be: the parent key is an object.
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOTDIR' || code === 'EEXIST') throw conflict(key);
+        throw err;
+      }
+      let replacedSize: number | undefined;
+      if (options.exclusive) {
+        if ((await this.sizeAt(path, key)) !== undefined) throw new StoreError('EXISTS', `object ${key} already exists`);
+        try {
+          await link(temp, path); // fails if the name exists: of two racing creates, one wins
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+            await this.sizeAt(path, key); // a folder that appeared since is a conflict, not an existing object
+            throw new StoreError('EXISTS', `object ${key} already exists`);
+          }
+          throw err;
+        }
+      } else {
+        replacedSize = await this.sizeAt(path, key);
+        await rename(temp, path);
+      }
+      await syncDirectory(dirname(path));
+      return { replacedSize };
+    } finally {
+      await unlink(temp).catch(() => {});
+    }
+  }
+
+  async get(accountId: string, key: string, range?: { start: number; end?: number }): Promise<ObjectRead> {
+    const path = this.objectPath(accountId, key);
+    const size = await this.sizeAt(path, key).catch((err: unknown) => {
+      if (err instanceof StoreError) return undefined; // a folder is no object
+      throw err;
+    });
+    if (size === undefined) throw new StoreError('NOT_FOUND', `object ${key} not found`);
+    const start = range?.start ?? 0;
+    const end = range?.end === undefined ? size - 1 : Math.min(range.end, size - 1);
+    if (range && (start >= size || end < start)) throw new StoreError('RANGE_NOT_SATISFIABLE', `range starts past the object's ${size} bytes`, size);
+    return { size, start, end, body: createReadStream(path, { start, end: Math.max(end, start) }) };
+  }
+
+  async head(accountId: string, key: string): Promise<number | undefined> {
+    return this.sizeAt(this.objectPath(accountId, key), key).catch((err: unknown) => {
+      if (err instanceof StoreError) return undefined;
+      throw err;
+    });
+  }
+
+  async delete(accountId: string, key: string): Promise<number | undefined> {
+    const path = this.objectPath(accountId, key);
+    const size = await this.head(accountId, key);
+    if (size !== undefined) await rm(path, { force: true });
+    return size;
+  }
+
+  async list(accountId: string, page: { prefix: string; after: string; limit: number }): Promise<{ objects: StoredObject[]; truncated: boolean }> {
+    const all = (await this.walk(accountId, page.prefix)).filter((o) => o.key > page.after);
+    return { objects: all.slice(0, page.limit), truncated: all.length > page.limit };
+  }
+
+  listAll(accountId: string): Promise<StoredObject[]> {
+    return this.walk(accountId, '');
+  }
+
+  /** Every object of the account whose key starts with `prefix`, in key order. */
+  private async walk(accountId: string, prefix: string): Promise<StoredObject[]> {
+    const found: StoredObject[] = [];
+    const visit = async (dir: string, dirKey: string): Promise<void> => {
+      let entries;
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+        throw err;
+      }
+      for (const entry of entries) {
+        const key = dirKey + entry.name;
+        if (entry.isDirectory()) {
+          if (key.startsWith(prefix) || prefix.startsWith(key + '/')) await visit(join(dir, entry.name), key + '/');
+        } else if (entry.isFile() && key.startsWith(prefix)) {
+          const size = await stat(join(dir, entry.name)).then((s) => s.size, () => undefined);
+          if (size !== undefined) found.push({ key, size });
+        }
+      }
+    };
+    await visit(join(this.accountDir(accountId), 'objects'), '');
+    return found.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
+}
+
+function conflict(key: string): StoreError {
+  return new StoreError('KEY_CONFLICT', `object ${key} conflicts with another object: one key cannot be both an object and the folder of others (a/b next to a)`);
+}
