@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -272,11 +272,28 @@ describe('a vault on coffer serve', () => {
       await ws.mount(ws.mnt, env);
       const body = randomBytes(200_000); // under this server's object size limit (MAX_OBJECT)
       writeFileSync(ws.path('f'), body);
+      const secretName = 'tax-return-of-alice-2026.txt';
+      const secretText = Buffer.from('the plaintext the server must never see\n'.repeat(500));
+      mkdirSync(ws.path('private-folder'));
+      writeFileSync(ws.path(join('private-folder', secretName)), secretText);
       await cofferOk(['sync', ws.mnt, '--wait'], { env });
       await ws.unmount();
+
+      // The server's data directory holds no name, folder or plaintext of the vault.
+      const stored = readdirSync(data, { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
+      expect(stored.length).toBeGreaterThan(3);
+      for (const entry of stored) {
+        const path = join(entry.parentPath, entry.name);
+        expect(path).not.toMatch(/tax-return|private-folder/);
+        const bytes = readFileSync(path);
+        for (const needle of [secretName, 'private-folder', 'the plaintext the server must never see']) expect(bytes.includes(needle), `${path} holds ${needle}`).toBe(false);
+        expect(bytes.includes(body.subarray(1000, 1064))).toBe(false);
+      }
+
       await cofferOk(['clone', url, copy.vault], { env });
       await copy.mount(copy.mnt, env);
       expect(readFileSync(copy.path('f')).equals(body)).toBe(true);
+      expect(readFileSync(copy.path(join('private-folder', secretName))).equals(secretText)).toBe(true);
       await copy.unmount();
     } finally {
       await ws.cleanup();
