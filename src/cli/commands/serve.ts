@@ -1,6 +1,6 @@
-/** `coffer serve` (the HTTP server for http(s):// remotes) and `coffer serve account add`. */
+/** `coffer serve` (the HTTP server for http(s):// remotes) and `coffer serve account …`. */
 import { CofferError } from '../../errors.js';
-import { addAccount } from '../../server/accounts.js';
+import { addAccount, issueToken, readAccounts, removeAccount, revokeTokens, setQuota, type Account } from '../../server/accounts.js';
 import { CofferServer, type ServeOptions } from '../../server/server.js';
 
 export function parseListen(listen: string): { host: string; port: number } {
@@ -42,4 +42,100 @@ export async function serveAccountAddCommand(args: { name: string; data: string;
       `Token (shown once; only its hash is kept): ${token}\n` +
       `Use it on the drive as COFFER_TOKEN, or as "token" in the vault's config.json.\n`,
   );
+}
+
+/** What `account list --json` shows of an account: everything but the token hashes. */
+function publicView(account: Account): { id: string; name: string; quotaBytes: number; quotaObjects: number; tokens: number; created: string } {
+  return {
+    id: account.id,
+    name: account.name,
+    quotaBytes: account.quotaBytes,
+    quotaObjects: account.quotaObjects,
+    tokens: account.tokenHashes.length,
+    created: account.created,
+  };
+}
+
+const shownLimit = (n: number, unit = ''): string => (n === 0 ? 'no limit' : `${n}${unit}`);
+
+function humanBytes(n: number): string {
+  if (n === 0) return 'no limit';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = n;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1 && Number.isInteger(value / 1024)) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${value} ${units[unit]}`;
+}
+
+export async function serveAccountListCommand(args: { data: string; json: boolean }): Promise<void> {
+  const accounts = (await readAccounts(args.data)).map(publicView);
+  if (args.json) {
+    process.stdout.write(JSON.stringify(accounts) + '\n');
+    return;
+  }
+  if (accounts.length === 0) {
+    process.stdout.write(`No accounts in ${args.data} (add one with: coffer serve account add NAME --data ${args.data})\n`);
+    return;
+  }
+  const rows = [
+    ['NAME', 'ID', 'QUOTA BYTES', 'QUOTA OBJECTS', 'TOKENS', 'CREATED'],
+    ...accounts.map((a) => [a.name, a.id, humanBytes(a.quotaBytes), shownLimit(a.quotaObjects), String(a.tokens), a.created]),
+  ];
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  for (const row of rows) process.stdout.write(row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ') + '\n');
+}
+
+export async function serveAccountTokenCommand(args: { name: string; data: string; json: boolean }): Promise<void> {
+  const { account, token } = await issueToken(args.data, args.name);
+  if (args.json) {
+    process.stdout.write(JSON.stringify({ id: account.id, name: account.name, tokens: account.tokenHashes.length, token }) + '\n');
+    return;
+  }
+  process.stdout.write(
+    `New token for ${account.name} (shown once; only its hash is kept; the account now has ${account.tokenHashes.length}): ${token}\n`,
+  );
+}
+
+export async function serveAccountRevokeCommand(args: { name: string; data: string; json: boolean }): Promise<void> {
+  const { account, revoked } = await revokeTokens(args.data, args.name);
+  if (args.json) {
+    process.stdout.write(JSON.stringify({ id: account.id, name: account.name, revoked }) + '\n');
+    return;
+  }
+  process.stdout.write(
+    `Revoked ${revoked} token${revoked === 1 ? '' : 's'} of ${account.name}; a running server refuses them within a second or two.\n` +
+      `Its objects stay; \`coffer serve account token ${account.name}\` issues a new token.\n`,
+  );
+}
+
+export async function serveAccountSetCommand(args: { name: string; data: string; quotaBytes?: number; quotaObjects?: number; json: boolean }): Promise<void> {
+  if (args.quotaBytes === undefined && args.quotaObjects === undefined) {
+    throw new CofferError('BAD_ARGUMENT', 'nothing to change: give --quota-bytes and/or --quota-objects (0: no limit)');
+  }
+  const account = await setQuota(args.data, args.name, { bytes: args.quotaBytes, objects: args.quotaObjects });
+  if (args.json) {
+    process.stdout.write(JSON.stringify(publicView(account)) + '\n');
+    return;
+  }
+  process.stdout.write(
+    `${account.name}: quota ${humanBytes(account.quotaBytes)}, ${shownLimit(account.quotaObjects, ' objects')}; a running server applies it within a second or two.\n`,
+  );
+}
+
+export async function serveAccountRemoveCommand(args: { name: string; data: string; deleteObjects: boolean; json: boolean }): Promise<void> {
+  if (!args.deleteObjects) {
+    throw new CofferError(
+      'BAD_ARGUMENT',
+      `removing account ${args.name} deletes all its objects: add --delete-objects to confirm (or \`coffer serve account revoke ${args.name}\` to lock it out and keep them)`,
+    );
+  }
+  const account = await removeAccount(args.data, args.name);
+  if (args.json) {
+    process.stdout.write(JSON.stringify({ id: account.id, name: account.name, removed: true }) + '\n');
+    return;
+  }
+  process.stdout.write(`Removed account ${account.name} (${account.id}) and its objects.\n`);
 }
