@@ -114,6 +114,9 @@ export class CofferServer {
     this.server = createServer({
       requestTimeout: this.options.requestTimeoutMs,
       headersTimeout: this.options.headersTimeoutMs,
+      // Node enforces both timeouts only when it sweeps its connections (every 30 s by default),
+      // which let a slow-loris client hold a socket for up to 30 s past them.
+      connectionsCheckingInterval: Math.min(1_000, this.options.headersTimeoutMs, this.options.requestTimeoutMs),
       keepAliveTimeout: 5_000,
     });
     this.server.setTimeout(this.options.idleTimeoutMs, (socket) => socket.destroy());
@@ -287,7 +290,8 @@ export class CofferServer {
           this.metrics.bytesIn += buf.length;
           if (size > max) throw new ApiError('TOO_LARGE', `object is larger than the limit of ${max} bytes`);
           if (size > reserved) {
-            if (overQuota(size)) throw new ApiError('QUOTA_EXCEEDED', `storing this object would exceed the account's quota of ${account.quotaBytes} bytes`);
+            // usage.reservedBytes already holds this upload's earlier pieces: count only the new ones.
+            if (overQuota(size - reserved)) throw new ApiError('QUOTA_EXCEEDED', `storing this object would exceed the account's quota of ${account.quotaBytes} bytes`);
             usage.reservedBytes += size - reserved;
             reserved = size;
           }
