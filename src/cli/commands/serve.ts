@@ -1,7 +1,7 @@
 /** `coffer serve` (the HTTP server for http(s):// remotes) and `coffer serve account …`. */
 import { CofferError } from '../../errors.js';
 import { addAccount, issueToken, readAccounts, removeAccount, revokeTokens, setQuota, type Account } from '../../server/accounts.js';
-import { CofferServer, type ServeOptions } from '../../server/server.js';
+import { CofferServer, SERVE_DEFAULTS, type ServeOptions } from '../../server/server.js';
 
 export function parseListen(listen: string): { host: string; port: number } {
   const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:]+)):(\d{1,5})$/.exec(listen);
@@ -13,12 +13,22 @@ export function parseListen(listen: string): { host: string; port: number } {
 export async function serveCommand(args: { listen: string; data: string } & Omit<ServeOptions, 'dataDir' | 'host' | 'port'>): Promise<void> {
   const { host, port } = parseListen(args.listen);
   const { listen: _listen, data, ...limits } = args;
+  for (const [flag, value] of [['--max-uploads', limits.maxConcurrentUploads], ['--rate-limit', limits.rateLimit]] as const) {
+    if (value !== undefined && !(Number.isFinite(value) && value > 0)) throw new CofferError('BAD_ARGUMENT', `${flag}: expected a number above 0, got ${value}`);
+  }
+  // Node refuses a headers timeout longer than the request timeout: a short --request-timeout alone shortens both.
+  if (limits.requestTimeoutMs !== undefined) {
+    if (limits.headersTimeoutMs === undefined) limits.headersTimeoutMs = Math.min(SERVE_DEFAULTS.headersTimeoutMs, limits.requestTimeoutMs);
+    else if (limits.headersTimeoutMs > limits.requestTimeoutMs) throw new CofferError('BAD_ARGUMENT', '--headers-timeout must not be longer than --request-timeout');
+  } else if (limits.headersTimeoutMs !== undefined && limits.headersTimeoutMs > SERVE_DEFAULTS.requestTimeoutMs) {
+    throw new CofferError('BAD_ARGUMENT', '--headers-timeout must not be longer than --request-timeout');
+  }
   const defined = Object.fromEntries(Object.entries(limits).filter(([, v]) => v !== undefined));
   const server = new CofferServer({ dataDir: data, host, port, ...defined });
   const address = await server.listen();
   const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-  process.stdout.write(`coffer serve: listening on http://${shownHost}:${address.port}/\n`);
-  await new Promise<void>((resolvePromise) => {
+  // The handlers go in before the line is printed: whoever waits for the line may signal at once.
+  const stopped = new Promise<void>((resolvePromise) => {
     const stop = () => {
       process.off('SIGTERM', stop);
       process.off('SIGINT', stop);
@@ -27,6 +37,8 @@ export async function serveCommand(args: { listen: string; data: string } & Omit
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
   });
+  process.stdout.write(`coffer serve: listening on http://${shownHost}:${address.port}/\n`);
+  await stopped;
 }
 
 export async function serveAccountAddCommand(args: { name: string; data: string; quotaBytes?: number; quotaObjects?: number; json: boolean }): Promise<void> {
