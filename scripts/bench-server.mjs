@@ -15,7 +15,8 @@
 // Baseline, measured in the same run with the same clients, mix and duration: a trivial
 // node:http server (scripts/lib/bench-serve-baseline.mjs) on the same disk that does the same
 // temp file + fsync + rename + directory fsync per PUT and nothing else (no accounts, no key
-// checks, no limits). Ratios coffer/baseline are printed: a noisy machine moves both.
+// checks, no limits). The two are measured in alternating rounds of at most 10 s (A B B A …),
+// so that a busy spell of a shared machine weighs on both; ratios coffer/baseline are printed.
 //
 // Reported per run: requests/s, MiB/s up (PUT bodies) and down (GET bodies), latency
 // p50/p90/p99/max per operation, errors by operation, status and code (there should be none:
@@ -157,25 +158,42 @@ function errorCode(answer) {
 }
 
 /**
- * Runs `clients` clients against `base` for `seconds`; returns per-operation latencies (ms),
- * byte counts and errors. `tokens[i % tokens.length]` is client i's token (none for the baseline).
+ * `clients` clients against one server; `tokens[i % tokens.length]` is client i's token (none
+ * for the baseline). round() runs them all for some seconds; what each client wrote, and every
+ * latency, byte and error, carries over from round to round.
  */
-async function runWorkload({ base, tokens, clients, seconds }) {
-  const agent = new Agent({ keepAlive: true, maxSockets: clients });
-  const latencies = Object.fromEntries(OPS.map((op) => [op, []]));
-  const errors = new Map();
-  let bytesUp = 0;
-  let bytesDown = 0;
-  const fail = (op, label) => errors.set(`${op} ${label}`, (errors.get(`${op} ${label}`) ?? 0) + 1);
-  const started = performance.now();
-  const deadline = started + seconds * 1000;
+class Load {
+  constructor({ base, tokens, clients }) {
+    this.base = base;
+    this.tokens = tokens;
+    this.clients = clients;
+    this.agent = new Agent({ keepAlive: true, maxSockets: clients });
+    this.latencies = Object.fromEntries(OPS.map((op) => [op, []]));
+    this.errors = new Map();
+    this.bytesUp = 0;
+    this.bytesDown = 0;
+    this.elapsed = 0;
+    this.objects = Array.from({ length: clients }, () => new Map()); // per client: key -> { size, head: first 16 bytes }
+  }
 
-  const client = async (n) => {
-    const token = tokens[n % tokens.length];
+  async round(seconds) {
+    const started = performance.now();
+    const deadline = started + seconds * 1000;
+    await Promise.all(Array.from({ length: this.clients }, (_, n) => this.client(n, deadline)));
+    this.elapsed += (performance.now() - started) / 1000;
+  }
+
+  fail(op, label) {
+    this.errors.set(`${op} ${label}`, (this.errors.get(`${op} ${label}`) ?? 0) + 1);
+  }
+
+  async client(n, deadline) {
+    const { agent, base } = this;
+    const token = this.tokens[n % this.tokens.length];
     const prefix = `c${n}/`;
-    const objects = new Map(); // key -> { size, head: first 16 bytes }
+    const objects = this.objects[n];
     while (performance.now() < deadline) {
-      let op = objects.size === 0 ? 'put' : pickOp();
+      const op = objects.size === 0 ? 'put' : pickOp();
       const keys = [...objects.keys()];
       const key = op === 'put' ? `${prefix}o${randomInt(KEYS_PER_CLIENT)}` : keys[randomInt(keys.length)];
       const t0 = performance.now();
@@ -190,7 +208,7 @@ async function runWorkload({ base, tokens, clients, seconds }) {
             answer = await exchange(agent, base, 'PUT', `/v1/objects/${key}`, token, body, { 'content-length': size });
             if (answer.status === 201) {
               objects.set(key, { size, head: Buffer.from(body.subarray(0, 16)) });
-              bytesUp += size;
+              this.bytesUp += size;
             }
             expect = () => answer.status === 201;
             break;
@@ -198,7 +216,7 @@ async function runWorkload({ base, tokens, clients, seconds }) {
           case 'get': {
             answer = await exchange(agent, base, 'GET', `/v1/objects/${key}`, token);
             const want = objects.get(key);
-            bytesDown += answer.length;
+            this.bytesDown += answer.length;
             expect = () => answer.status === 200 && answer.length === want.size && answer.head.subarray(0, 16).equals(want.head);
             break;
           }
@@ -207,7 +225,7 @@ async function runWorkload({ base, tokens, clients, seconds }) {
             const first = randomInt(want.size);
             const last = Math.min(want.size - 1, first + randomInt(4 * 1024, 64 * 1024) - 1);
             answer = await exchange(agent, base, 'GET', `/v1/objects/${key}`, token, undefined, { range: `bytes=${first}-${last}` });
-            bytesDown += answer.length;
+            this.bytesDown += answer.length;
             expect = () => answer.status === 206 && answer.length === last - first + 1 && (first >= 16 || answer.head[0] === want.head[first]);
             break;
           }
@@ -227,20 +245,20 @@ async function runWorkload({ base, tokens, clients, seconds }) {
           }
         }
       } catch (err) {
-        fail(op, `network ${err.code ?? err.message}`);
+        this.fail(op, `network ${err.code ?? err.message}`);
         await sleep(10);
         continue;
       }
-      latencies[op].push(performance.now() - t0);
-      if (answer.status >= 400) fail(op, `${answer.status} ${errorCode(answer)}`.trim());
-      else if (!expect()) fail(op, `${answer.status} MISMATCH`);
+      this.latencies[op].push(performance.now() - t0);
+      if (answer.status >= 400) this.fail(op, `${answer.status} ${errorCode(answer)}`.trim());
+      else if (!expect()) this.fail(op, `${answer.status} MISMATCH`);
     }
-  };
+  }
 
-  await Promise.all(Array.from({ length: clients }, (_, n) => client(n)));
-  const elapsed = (performance.now() - started) / 1000;
-  agent.destroy();
-  return summarize(latencies, errors, bytesUp, bytesDown, elapsed);
+  result() {
+    this.agent.destroy();
+    return summarize(this.latencies, this.errors, this.bytesUp, this.bytesDown, this.elapsed);
+  }
 }
 
 function percentile(sorted, p) {
@@ -280,7 +298,8 @@ function summarize(latencies, errors, bytesUp, bytesDown, elapsed) {
 // ---------------------------------------------------------------------------------------------
 // Runs
 
-async function benchCoffer(opts) {
+/** Starts coffer serve over a new data dir with `accounts` accounts; returns { server, tokens }. */
+async function startCoffer(opts) {
   const dir = tempDir('coffer-bench-server-');
   const data = join(dir, 'data');
   // Accounts through Coffer's own module: N CLI start-ups would take longer than a smoke run.
@@ -288,26 +307,47 @@ async function benchCoffer(opts) {
   const tokens = [];
   for (let i = 0; i < opts.accounts; i++) tokens.push((await addAccount(data, `bench${i}`)).token);
   const server = await startListening('coffer serve', [CLI, 'serve', '--listen', '127.0.0.1:0', '--data', data, ...opts.limits]);
-  const pid = server.child.pid;
-  progress(`coffer serve (pid ${pid}) at ${server.base}: ${opts.clients} clients over ${opts.accounts} accounts for ${opts.seconds} s`);
-  const startKiB = readStatusKiB(pid, 'VmRSS');
-  const result = await runWorkload({ base: server.base, tokens, clients: opts.clients, seconds: opts.seconds });
-  result.rss = { startKiB, peakKiB: readStatusKiB(pid, 'VmHWM'), endKiB: readStatusKiB(pid, 'VmRSS') };
-  await server.child.stop();
-  if (server.stderr().trim()) result.serverStderr = server.stderr().trim().split('\n').slice(-10);
-  return result;
+  progress(`coffer serve (pid ${server.child.pid}) at ${server.base}, ${opts.accounts} accounts`);
+  return { server, tokens };
 }
 
-async function benchBaseline(opts) {
+async function startBaseline() {
   const dir = tempDir('coffer-bench-server-baseline-');
   const server = await startListening('baseline server', [join(ROOT, 'scripts', 'lib', 'bench-serve-baseline.mjs'), dir]);
-  const pid = server.child.pid;
-  progress(`baseline node:http server (pid ${pid}) at ${server.base}: ${opts.clients} clients for ${opts.seconds} s`);
-  const startKiB = readStatusKiB(pid, 'VmRSS');
-  const result = await runWorkload({ base: server.base, tokens: [undefined], clients: opts.clients, seconds: opts.seconds });
-  result.rss = { startKiB, peakKiB: readStatusKiB(pid, 'VmHWM'), endKiB: readStatusKiB(pid, 'VmRSS') };
-  await server.child.stop();
-  return result;
+  progress(`baseline node:http server (pid ${server.child.pid}) at ${server.base}`);
+  return server;
+}
+
+/**
+ * Both servers run side by side (each idle while the other is measured), and the time is cut
+ * into rounds of at most ROUND_SECONDS, taken in the order A B B A A B …: a slow minute of a
+ * shared machine then weighs on both alike instead of on whichever ran during it.
+ */
+const ROUND_SECONDS = 10;
+
+async function measure(opts) {
+  const { server: coffer, tokens } = await startCoffer(opts);
+  const baseline = opts.baseline ? await startBaseline() : null;
+  const targets = [{ name: 'coffer', server: coffer, load: new Load({ base: coffer.base, tokens, clients: opts.clients }) }];
+  if (baseline) targets.push({ name: 'baseline', server: baseline, load: new Load({ base: baseline.base, tokens: [undefined], clients: opts.clients }) });
+  for (const t of targets) t.startKiB = readStatusKiB(t.server.child.pid, 'VmRSS');
+  const rounds = Math.ceil(opts.seconds / ROUND_SECONDS);
+  progress(`${opts.clients} clients, ${opts.seconds} s per server in ${rounds} round${rounds === 1 ? '' : 's'}${baseline ? ' each, alternating' : ''}`);
+  for (let i = 0; i < rounds; i++) {
+    const seconds = Math.min(ROUND_SECONDS, opts.seconds - i * ROUND_SECONDS);
+    const order = i % 2 === 0 ? targets : [...targets].reverse();
+    for (const t of order) await t.load.round(seconds);
+  }
+  const results = {};
+  for (const t of targets) {
+    const pid = t.server.child.pid;
+    const result = t.load.result();
+    result.rss = { startKiB: t.startKiB, peakKiB: readStatusKiB(pid, 'VmHWM'), endKiB: readStatusKiB(pid, 'VmRSS') };
+    await t.server.child.stop();
+    if (t.server.stderr().trim()) result.serverStderr = t.server.stderr().trim().split('\n').slice(-10);
+    results[t.name] = result;
+  }
+  return { coffer: results.coffer, baseline: results.baseline ?? null };
 }
 
 function ratios(coffer, baseline) {
@@ -349,7 +389,8 @@ function printRun(title, run) {
 
 function printReport(report) {
   const out = [
-    `coffer serve load benchmark: ${report.clients} clients, ${report.accounts} accounts, ${report.seconds} s per run; ${report.host.cpus} CPUs, node ${report.host.node}`,
+    `coffer serve load benchmark: ${report.clients} clients, ${report.accounts} accounts, ${report.seconds} s per server (alternating rounds of ${ROUND_SECONDS} s); ` +
+      `${report.host.cpus} CPUs, load average ${report.host.loadAverage1m.toFixed(2)} at the start, node ${report.host.node}`,
     `mix: PUT 30% (64 KiB-1 MiB), GET 25%, ranged GET 20% (4-64 KiB), HEAD 15%, LIST 10%; keep-alive; limits: ${report.limits.join(' ') || 'defaults'}`,
     '',
     printRun('coffer serve', report.coffer),
@@ -384,9 +425,9 @@ async function main() {
     process.stdout.write(USAGE);
     return 0;
   }
-  const coffer = await benchCoffer(opts);
-  const baseline = opts.baseline ? await benchBaseline(opts) : null;
-  const host = hostInfo(ROOT);
+  const host = hostInfo(ROOT); // before the run: its load average says how busy the machine was
+  const { coffer, baseline } = await measure(opts);
+
   const report = {
     clients: opts.clients,
     accounts: opts.accounts,
