@@ -15,7 +15,15 @@ import { logsCommand } from './commands/logs.js';
 import { lsMountsCommand } from './commands/ls-mounts.js';
 import { mountCommand } from './commands/mount.js';
 import { passwdCommand } from './commands/passwd.js';
-import { serveAccountAddCommand, serveCommand } from './commands/serve.js';
+import {
+  serveAccountAddCommand,
+  serveAccountListCommand,
+  serveAccountRemoveCommand,
+  serveAccountRevokeCommand,
+  serveAccountSetCommand,
+  serveAccountTokenCommand,
+  serveCommand,
+} from './commands/serve.js';
 import { rebuildIndexCommand } from './commands/rebuild-index.js';
 import { DEFAULT_STOP_TIMEOUT_S, serviceInstallCommand, serviceUninstallCommand } from './commands/service.js';
 import { statusCommand } from './commands/status.js';
@@ -26,6 +34,13 @@ const EXIT_FAILED = 1;
 const EXIT_USAGE = 2;
 
 const size = (value: string | undefined) => (value === undefined ? undefined : parseSize(value));
+
+/** A positive number of seconds from the command line, as milliseconds. */
+function seconds(flag: string, value: number | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (!(Number.isFinite(value) && value > 0)) throw new CofferError('BAD_ARGUMENT', `${flag}: expected a number of seconds above 0, got ${value}`);
+  return Math.round(value * 1000);
+}
 
 function remoteOptions<T>(y: Argv<T>) {
   return y
@@ -261,6 +276,7 @@ async function main(): Promise<void> {
               .option('max-uploads', { type: 'number', describe: 'uploads one account may have in progress at once (default 16)' })
               .option('rate-limit', { type: 'number', describe: 'requests per second per account, sustained (default 500)' })
               .option('request-timeout', { type: 'number', describe: 'seconds a request (headers and body) may take (default 300)' })
+              .option('headers-timeout', { type: 'number', describe: 'seconds the request headers may take to arrive (default 10)' })
               .option('idle-timeout', { type: 'number', describe: 'seconds a connection may stay silent (default 30)' })
               .example('$0 serve --listen 127.0.0.1:8080 --data /srv/coffer', 'then on the drive: coffer init ~/vault --remote http://127.0.0.1:8080/')
               .example('$0 serve --listen 0.0.0.0:8080 --s3 s3://bucket/coffer --s3-endpoint http://rgw:7480', 'one of several servers over one bucket'),
@@ -273,8 +289,9 @@ async function main(): Promise<void> {
               maxObjectSize: size(argv['max-object-size']),
               maxConcurrentUploads: argv['max-uploads'],
               rateLimit: argv['rate-limit'],
-              requestTimeoutMs: argv['request-timeout'] === undefined ? undefined : argv['request-timeout'] * 1000,
-              idleTimeoutMs: argv['idle-timeout'] === undefined ? undefined : argv['idle-timeout'] * 1000,
+              requestTimeoutMs: seconds('--request-timeout', argv['request-timeout']),
+              headersTimeoutMs: seconds('--headers-timeout', argv['headers-timeout']),
+              idleTimeoutMs: seconds('--idle-timeout', argv['idle-timeout']),
             }),
         )
         .command('account', 'manage the accounts of a coffer serve data directory', (yy) =>
@@ -300,7 +317,65 @@ async function main(): Promise<void> {
                   json: argv.json,
                 }),
             )
-            .demandCommand(1, 'name an account command: add'),
+            .command(
+              'list',
+              'list the accounts: name, id, quotas, number of tokens, creation time (never the token hashes)',
+              (yyy) => yyy.option('json', { type: 'boolean', default: false, describe: 'print a JSON array' }).example('$0 serve account list --data /srv/coffer', ''),
+              (argv) => serveAccountListCommand({ data: argv.data, s3: argv.s3, s3Endpoint: argv['s3-endpoint'], json: argv.json }),
+            )
+            .command(
+              'token <name>',
+              'issue one more token to an account and print it (once); its other tokens keep working',
+              (yyy) =>
+                yyy
+                  .positional('name', { type: 'string', demandOption: true })
+                  .option('json', { type: 'boolean', default: false, describe: 'print the account and the new token as JSON' })
+                  .example('$0 serve account token alice --data /srv/coffer', ''),
+              (argv) => serveAccountTokenCommand({ name: argv.name, data: argv.data, s3: argv.s3, s3Endpoint: argv['s3-endpoint'], json: argv.json }),
+            )
+            .command(
+              'revoke <name>',
+              'revoke every token of an account (a running server refuses them within a second or two); its objects stay',
+              (yyy) =>
+                yyy
+                  .positional('name', { type: 'string', demandOption: true })
+                  .option('json', { type: 'boolean', default: false, describe: 'print what was revoked as JSON' })
+                  .example('$0 serve account revoke alice --data /srv/coffer', 'then `account token alice` to let alice in again with a new token'),
+              (argv) => serveAccountRevokeCommand({ name: argv.name, data: argv.data, s3: argv.s3, s3Endpoint: argv['s3-endpoint'], json: argv.json }),
+            )
+            .command(
+              'set <name>',
+              "change an account's quotas (a running server applies them within a second or two)",
+              (yyy) =>
+                yyy
+                  .positional('name', { type: 'string', demandOption: true })
+                  .option('quota-bytes', { type: 'string', describe: 'bytes the account may store, e.g. 200G; 0 for no limit' })
+                  .option('quota-objects', { type: 'number', describe: 'objects the account may store; 0 for no limit' })
+                  .option('json', { type: 'boolean', default: false, describe: 'print the account as JSON' })
+                  .example('$0 serve account set alice --data /srv/coffer --quota-bytes 200G', ''),
+              (argv) =>
+                serveAccountSetCommand({
+                  name: argv.name,
+                  data: argv.data,
+                  s3: argv.s3,
+                  s3Endpoint: argv['s3-endpoint'],
+                  quotaBytes: size(argv['quota-bytes']),
+                  quotaObjects: argv['quota-objects'],
+                  json: argv.json,
+                }),
+            )
+            .command(
+              'remove <name>',
+              'remove an account and delete all its objects (needs --delete-objects)',
+              (yyy) =>
+                yyy
+                  .positional('name', { type: 'string', demandOption: true })
+                  .option('delete-objects', { type: 'boolean', default: false, describe: 'confirm that the account\'s objects are deleted with it' })
+                  .option('json', { type: 'boolean', default: false, describe: 'print what was removed as JSON' })
+                  .example('$0 serve account remove bob --data /srv/coffer --delete-objects', ''),
+              (argv) => serveAccountRemoveCommand({ name: argv.name, data: argv.data, s3: argv.s3, s3Endpoint: argv['s3-endpoint'], deleteObjects: argv['delete-objects'], json: argv.json }),
+            )
+            .demandCommand(1, 'name an account command: add, list, token, revoke, set or remove'),
         ),
     )
     .completion('completion', 'print a shell completion script (bash, zsh): source <(coffer completion)')

@@ -50,22 +50,71 @@ export function formatAccounts(accounts: Account[]): string {
   return JSON.stringify({ version: 1, accounts } satisfies AccountsFile, null, 2) + '\n';
 }
 
+function checkName(name: string): void {
+  if (!/^[A-Za-z0-9._@-]{1,64}$/.test(name)) {
+    throw new CofferError('BAD_ARGUMENT', `account name ${JSON.stringify(name)}: use 1 to 64 letters, digits, ".", "_", "@" or "-"`);
+  }
+}
+
+function checkQuota(quota: { bytes?: number; objects?: number }): void {
+  for (const [what, value] of [['bytes', quota.bytes], ['objects', quota.objects]] as const) {
+    if (value !== undefined && !(Number.isSafeInteger(value) && value >= 0)) {
+      throw new CofferError('BAD_ARGUMENT', `quota ${what}: expected a whole number, 0 or more (0: no limit), got ${value}`);
+    }
+  }
+}
+
+function find(accounts: Account[], name: string): Account {
+  const account = accounts.find((a) => a.name === name);
+  if (!account) {
+    const known = accounts.map((a) => a.name).join(', ');
+    throw new CofferError('BAD_ARGUMENT', `no account named ${JSON.stringify(name)}` + (known ? ` (there are: ${known})` : ' (there are no accounts)'));
+  }
+  return account;
+}
+
+const newToken = (): string => TOKEN_PREFIX + randomBytes(32).toString('base64url');
+
+/** How often a change is tried again when other admins keep writing the registry first. */
+const UPDATE_ATTEMPTS = 50;
+
 /**
- * Creates an account and its first token; the token is returned once and never stored.
- * A read-modify-write of the registry: if another admin wrote it in between, read again.
+ * A read-modify-write of the registry: `change` gets the accounts as read and answers the new
+ * list (or none, to write nothing). If another admin wrote the registry in between, the store
+ * says CHANGED (a compare-and-swap on its version) and the change is made again on a fresh read.
  */
+export async function updateAccounts<T>(store: ObjectStore, change: (accounts: Account[]) => { accounts?: Account[]; result: T }): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    const { accounts, version } = await store.readAccounts();
+    const outcome = change(accounts);
+    if (!outcome.accounts) return outcome.result;
+    try {
+      await store.writeAccounts(outcome.accounts, version);
+      return outcome.result;
+    } catch (err) {
+      if (!(err instanceof StoreError && err.code === 'CHANGED') || attempt >= UPDATE_ATTEMPTS) throw err;
+      await new Promise((r) => setTimeout(r, Math.random() * 20 * Math.min(attempt, 10)));
+    }
+  }
+}
+
+const replacing = (accounts: Account[], account: Account) => accounts.map((a) => (a.id === account.id ? account : a));
+
+export async function listAccounts(store: ObjectStore): Promise<Account[]> {
+  return (await store.readAccounts()).accounts;
+}
+
+/** Creates an account and its first token; the token is returned once and never stored. */
 export async function addAccount(
   store: ObjectStore,
   name: string,
   quota: { bytes?: number; objects?: number } = {},
 ): Promise<{ account: Account; token: string }> {
-  if (!/^[A-Za-z0-9._@-]{1,64}$/.test(name)) {
-    throw new CofferError('BAD_ARGUMENT', `account name ${JSON.stringify(name)}: use 1 to 64 letters, digits, ".", "_", "@" or "-"`);
-  }
-  for (let attempt = 1; ; attempt++) {
-    const { accounts, version } = await store.readAccounts();
+  checkName(name);
+  checkQuota(quota);
+  return updateAccounts(store, (accounts) => {
     if (accounts.some((a) => a.name === name)) throw new CofferError('BAD_ARGUMENT', `an account named ${name} already exists`);
-    const token = TOKEN_PREFIX + randomBytes(32).toString('base64url');
+    const token = newToken();
     const account: Account = {
       id: randomBytes(16).toString('hex'),
       name,
@@ -74,13 +123,51 @@ export async function addAccount(
       quotaObjects: quota.objects ?? 0,
       created: new Date().toISOString(),
     };
-    try {
-      await store.writeAccounts([...accounts, account], version);
-      return { account, token };
-    } catch (err) {
-      if (!(err instanceof StoreError && err.code === 'CHANGED') || attempt >= 5) throw err;
-    }
-  }
+    return { accounts: [...accounts, account], result: { account, token } };
+  });
+}
+
+/** Issues one more token to an account (its other tokens keep working); returned once. */
+export async function issueToken(store: ObjectStore, name: string): Promise<{ account: Account; token: string }> {
+  return updateAccounts(store, (accounts) => {
+    const token = newToken();
+    const old = find(accounts, name);
+    const account = { ...old, tokenHashes: [...old.tokenHashes, hashToken(token)] };
+    return { accounts: replacing(accounts, account), result: { account, token } };
+  });
+}
+
+/** Revokes every token of an account; its objects stay, and `issueToken` lets it in again. */
+export async function revokeTokens(store: ObjectStore, name: string): Promise<{ account: Account; revoked: number }> {
+  return updateAccounts(store, (accounts) => {
+    const old = find(accounts, name);
+    const account = { ...old, tokenHashes: [] };
+    return { accounts: replacing(accounts, account), result: { account, revoked: old.tokenHashes.length } };
+  });
+}
+
+/** Changes an account's quotas (0: no limit); running servers apply them when they next read the registry. */
+export async function setQuota(store: ObjectStore, name: string, quota: { bytes?: number; objects?: number }): Promise<Account> {
+  checkQuota(quota);
+  return updateAccounts(store, (accounts) => {
+    const account = { ...find(accounts, name) };
+    if (quota.bytes !== undefined) account.quotaBytes = quota.bytes;
+    if (quota.objects !== undefined) account.quotaObjects = quota.objects;
+    return { accounts: replacing(accounts, account), result: account };
+  });
+}
+
+/**
+ * Removes an account and deletes its objects. The entry goes first: running servers stop
+ * accepting its tokens before its objects disappear.
+ */
+export async function removeAccount(store: ObjectStore, name: string): Promise<Account> {
+  const account = await updateAccounts(store, (accounts) => {
+    const account = find(accounts, name);
+    return { accounts: accounts.filter((a) => a.id !== account.id), result: account };
+  });
+  await store.deleteAccount(account.id);
+  return account;
 }
 
 /**

@@ -37,8 +37,10 @@ export class DiskObjectStore implements ObjectStore {
 
   async accountsVersion(): Promise<string | undefined> {
     try {
+      // Every write renames a new file into place, so the inode alone tells writes apart,
+      // even two within one mtime tick.
       const info = await stat(this.accountsPath);
-      return `${info.mtimeMs}:${info.size}`;
+      return `${info.ino}:${info.mtimeMs}:${info.size}`;
     } catch {
       return undefined;
     }
@@ -56,19 +58,34 @@ export class DiskObjectStore implements ObjectStore {
     return { accounts: parseAccounts(text, this.accountsPath), version };
   }
 
-  /** The version check is only best effort here: a data directory has one admin at a time. */
+  /**
+   * Compare-and-swap under `accounts.json.lock` (created with O_EXCL): the version check and
+   * the rename happen with no other `coffer serve account` command in between, so of two
+   * admins changing the registry at once, one is told CHANGED and reads again. The server only
+   * reads the file, and the rename shows it the old or the new file whole.
+   */
   async writeAccounts(accounts: Account[], expectedVersion: string | undefined): Promise<void> {
     await mkdir(this.dataDir, { recursive: true, mode: 0o700 });
     const temp = `${this.accountsPath}.${randomBytes(4).toString('hex')}.tmp`;
     await writeFile(temp, formatAccounts(accounts), { mode: 0o600 });
-    if ((await this.accountsVersion()) !== expectedVersion) {
+    try {
+      await withLock(`${this.accountsPath}.lock`, async () => {
+        if ((await this.accountsVersion()) !== expectedVersion) {
+          throw new StoreError('CHANGED', `${this.accountsPath} changed while it was being updated`);
+        }
+        await rename(temp, this.accountsPath);
+        await syncDirectory(this.dataDir);
+      });
+    } finally {
       await unlink(temp).catch(() => {});
-      throw new StoreError('CHANGED', `${this.accountsPath} changed while it was being updated`);
     }
-    await rename(temp, this.accountsPath);
     for (const account of accounts) {
       await mkdir(join(this.accountDir(account.id), 'objects'), { recursive: true, mode: 0o700 });
     }
+  }
+
+  async deleteAccount(accountId: string): Promise<void> {
+    await rm(this.accountDir(accountId), { recursive: true, force: true });
   }
 
   private accountDir(accountId: string): string {
@@ -204,4 +221,57 @@ export class DiskObjectStore implements ObjectStore {
 
 function conflict(key: string): StoreError {
   return new StoreError('KEY_CONFLICT', `object ${key} conflicts with another object: one key cannot be both an object and the folder of others (a/b next to a)`);
+}
+
+const LOCK_WAIT_MS = 10_000;
+/** A lock older than this was left by a command that died: holders keep it for milliseconds. */
+const LOCK_STALE_MS = 30_000;
+
+async function withLock<T>(lock: string, body: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + LOCK_WAIT_MS;
+  for (let delay = 5; ; delay = Math.min(delay * 2, 200)) {
+    try {
+      const handle = await open(lock, 'wx', 0o600);
+      await handle.writeFile(`${process.pid}\n`);
+      await handle.close();
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      if (await removeIfStale(lock)) continue;
+      if (Date.now() > deadline) throw new Error(`${lock} is held by another coffer serve account command; if none runs, remove it`);
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+  try {
+    return await body();
+  } finally {
+    await unlink(lock).catch(() => {});
+  }
+}
+
+/**
+ * Removes a lock left behind: its holder's pid is gone (and the lock is not brand new), or it is
+ * older than any holder keeps it. The inode is checked again just before the unlink, so a lock
+ * taken by a live command in the meantime stays.
+ */
+async function removeIfStale(lock: string): Promise<boolean> {
+  try {
+    const [info, text] = await Promise.all([stat(lock), readFile(lock, 'utf8')]);
+    const age = Date.now() - info.mtimeMs;
+    const pid = Number(text.trim());
+    let holderGone = false;
+    if (Number.isSafeInteger(pid) && pid > 0) {
+      try {
+        process.kill(pid, 0);
+      } catch (err) {
+        holderGone = (err as NodeJS.ErrnoException).code === 'ESRCH';
+      }
+    }
+    if (!((holderGone && age > 2_000) || age > LOCK_STALE_MS)) return false;
+    if ((await stat(lock)).ino !== info.ino) return false;
+    await unlink(lock);
+    return true;
+  } catch {
+    return false; // gone already, or being written: try again
+  }
 }

@@ -89,6 +89,8 @@ export interface ObjectStore {
   listAll(accountId: string): Promise<StoredObject[]>;
   /** Removes the object; answers its size, or undefined if there was none. */
   delete(accountId: string, key: string): Promise<number | undefined>;
+  /** Removes every object of the account (after its registry entry is gone). */
+  deleteAccount(accountId: string): Promise<void>;
 }
 
 /** Account ids are hex the server made; checked anyway so a hand-edited registry cannot point elsewhere. */

@@ -161,6 +161,11 @@ export class S3ObjectStore implements ObjectStore {
     return (await this.s3.list(base)).map((o) => ({ key: o.key.slice(base.length), size: o.size }));
   }
 
+  async deleteAccount(accountId: string): Promise<void> {
+    const base = this.objectsPrefix(accountId);
+    for (const object of await this.s3.list(base)) await this.s3.delete(object.key);
+  }
+
   async delete(accountId: string, key: string): Promise<number | undefined> {
     const size = await this.head(accountId, key);
     if (size !== undefined) await this.s3.delete(this.objectsPrefix(accountId) + key);

@@ -73,7 +73,11 @@ export interface ServeOptions {
   idleTimeoutMs?: number;
   /** Largest number of keys one list page returns. */
   maxListPage?: number;
-  /** The accounts registry is re-read this often (changes made elsewhere reach this process), ms. */
+  /**
+   * The accounts registry is checked this often (changes made elsewhere reach this process), ms.
+   * Default: every second where the store has a cheap version check (a data directory's stat),
+   * else every 5 s (a GET of the registry from S3).
+   */
   accountsRefreshMs?: number;
 }
 
@@ -85,7 +89,6 @@ export const SERVE_DEFAULTS = {
   headersTimeoutMs: 10_000,
   idleTimeoutMs: 30_000,
   maxListPage: 1000,
-  accountsRefreshMs: 5_000,
 };
 
 /** Upper bounds of the request latency histogram, seconds. */
@@ -132,12 +135,15 @@ export class CofferServer {
   };
 
   constructor(options: ServeOptions) {
-    this.options = { ...SERVE_DEFAULTS, ...options };
+    this.options = { ...SERVE_DEFAULTS, accountsRefreshMs: options.store.accountsVersion ? 1_000 : 5_000, ...options };
     this.store = options.store;
     this.accounts = new AccountBook(this.store);
     this.server = createServer({
       requestTimeout: this.options.requestTimeoutMs,
       headersTimeout: this.options.headersTimeoutMs,
+      // Node enforces both timeouts only when it sweeps its connections (every 30 s by default),
+      // which let a slow-loris client hold a socket for up to 30 s past them.
+      connectionsCheckingInterval: Math.min(1_000, this.options.headersTimeoutMs, this.options.requestTimeoutMs),
       keepAliveTimeout: 5_000,
     });
     this.server.setTimeout(this.options.idleTimeoutMs, (socket) => socket.destroy());
@@ -335,7 +341,8 @@ export class CofferServer {
         metrics.bytesIn += buf.length;
         if (size > max) throw new ApiError('TOO_LARGE', `object is larger than the limit of ${max} bytes`);
         if (size > reserved) {
-          if (overQuota(size)) throw new ApiError('QUOTA_EXCEEDED', `storing this object would exceed the account's quota of ${account.quotaBytes} bytes`);
+          // usage.reservedBytes already holds this upload's earlier pieces: count only the new ones.
+          if (overQuota(size - reserved)) throw new ApiError('QUOTA_EXCEEDED', `storing this object would exceed the account's quota of ${account.quotaBytes} bytes`);
           usage.reservedBytes += size - reserved;
           reserved = size;
         }

@@ -1,11 +1,11 @@
-/** `coffer serve` (the HTTP server for http(s):// remotes) and `coffer serve account add`. */
+/** `coffer serve` (the HTTP server for http(s):// remotes) and `coffer serve account …`. */
 import { CofferError } from '../../errors.js';
 import { s3OptionsFromUrl } from '../../remote/open-backend.js';
-import { addAccount } from '../../server/accounts.js';
+import { addAccount, issueToken, listAccounts, removeAccount, revokeTokens, setQuota, type Account } from '../../server/accounts.js';
 import { DiskObjectStore } from '../../server/disk-store.js';
 import type { ObjectStore } from '../../server/object-store.js';
 import { S3ObjectStore } from '../../server/s3-store.js';
-import { CofferServer, type ServeOptions } from '../../server/server.js';
+import { CofferServer, SERVE_DEFAULTS, type ServeOptions } from '../../server/server.js';
 
 /** Where a server keeps its data: `--data DIR` or `--s3 s3://bucket/prefix`, exactly one. */
 export interface StoreArgs {
@@ -33,12 +33,22 @@ export function parseListen(listen: string): { host: string; port: number } {
 export async function serveCommand(args: { listen: string } & StoreArgs & Omit<ServeOptions, 'store' | 'host' | 'port'>): Promise<void> {
   const { host, port } = parseListen(args.listen);
   const { listen: _listen, data, s3, s3Endpoint, ...limits } = args;
+  for (const [flag, value] of [['--max-uploads', limits.maxConcurrentUploads], ['--rate-limit', limits.rateLimit]] as const) {
+    if (value !== undefined && !(Number.isFinite(value) && value > 0)) throw new CofferError('BAD_ARGUMENT', `${flag}: expected a number above 0, got ${value}`);
+  }
+  // Node refuses a headers timeout longer than the request timeout: a short --request-timeout alone shortens both.
+  if (limits.requestTimeoutMs !== undefined) {
+    if (limits.headersTimeoutMs === undefined) limits.headersTimeoutMs = Math.min(SERVE_DEFAULTS.headersTimeoutMs, limits.requestTimeoutMs);
+    else if (limits.headersTimeoutMs > limits.requestTimeoutMs) throw new CofferError('BAD_ARGUMENT', '--headers-timeout must not be longer than --request-timeout');
+  } else if (limits.headersTimeoutMs !== undefined && limits.headersTimeoutMs > SERVE_DEFAULTS.requestTimeoutMs) {
+    throw new CofferError('BAD_ARGUMENT', '--headers-timeout must not be longer than --request-timeout');
+  }
   const defined = Object.fromEntries(Object.entries(limits).filter(([, v]) => v !== undefined));
   const server = new CofferServer({ store: openStore({ data, s3, s3Endpoint }), host, port, ...defined });
   const address = await server.listen();
   const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-  process.stdout.write(`coffer serve: listening on http://${shownHost}:${address.port}/\n`);
-  await new Promise<void>((resolvePromise) => {
+  // The handlers go in before the line is printed: whoever waits for the line may signal at once.
+  const stopped = new Promise<void>((resolvePromise) => {
     const stop = () => {
       process.off('SIGTERM', stop);
       process.off('SIGINT', stop);
@@ -47,6 +57,8 @@ export async function serveCommand(args: { listen: string } & StoreArgs & Omit<S
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
   });
+  process.stdout.write(`coffer serve: listening on http://${shownHost}:${address.port}/\n`);
+  await stopped;
 }
 
 export async function serveAccountAddCommand(args: { name: string; quotaBytes?: number; quotaObjects?: number; json: boolean } & StoreArgs): Promise<void> {
@@ -62,4 +74,101 @@ export async function serveAccountAddCommand(args: { name: string; quotaBytes?: 
       `Token (shown once; only its hash is kept): ${token}\n` +
       `Use it on the drive as COFFER_TOKEN, or as "token" in the vault's config.json.\n`,
   );
+}
+
+/** What `account list --json` shows of an account: everything but the token hashes. */
+function publicView(account: Account): { id: string; name: string; quotaBytes: number; quotaObjects: number; tokens: number; created: string } {
+  return {
+    id: account.id,
+    name: account.name,
+    quotaBytes: account.quotaBytes,
+    quotaObjects: account.quotaObjects,
+    tokens: account.tokenHashes.length,
+    created: account.created,
+  };
+}
+
+const shownLimit = (n: number, unit = ''): string => (n === 0 ? 'no limit' : `${n}${unit}`);
+
+function humanBytes(n: number): string {
+  if (n === 0) return 'no limit';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = n;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1 && Number.isInteger(value / 1024)) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${value} ${units[unit]}`;
+}
+
+export async function serveAccountListCommand(args: { json: boolean } & StoreArgs): Promise<void> {
+  const accounts = (await listAccounts(openStore(args))).map(publicView);
+  if (args.json) {
+    process.stdout.write(JSON.stringify(accounts) + '\n');
+    return;
+  }
+  if (accounts.length === 0) {
+    const where = args.data !== undefined ? `--data ${args.data}` : `--s3 ${args.s3}`;
+    process.stdout.write(`No accounts in ${args.data ?? args.s3} (add one with: coffer serve account add NAME ${where})\n`);
+    return;
+  }
+  const rows = [
+    ['NAME', 'ID', 'QUOTA BYTES', 'QUOTA OBJECTS', 'TOKENS', 'CREATED'],
+    ...accounts.map((a) => [a.name, a.id, humanBytes(a.quotaBytes), shownLimit(a.quotaObjects), String(a.tokens), a.created]),
+  ];
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  for (const row of rows) process.stdout.write(row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ') + '\n');
+}
+
+export async function serveAccountTokenCommand(args: { name: string; json: boolean } & StoreArgs): Promise<void> {
+  const { account, token } = await issueToken(openStore(args), args.name);
+  if (args.json) {
+    process.stdout.write(JSON.stringify({ id: account.id, name: account.name, tokens: account.tokenHashes.length, token }) + '\n');
+    return;
+  }
+  process.stdout.write(
+    `New token for ${account.name} (shown once; only its hash is kept; the account now has ${account.tokenHashes.length}): ${token}\n`,
+  );
+}
+
+export async function serveAccountRevokeCommand(args: { name: string; json: boolean } & StoreArgs): Promise<void> {
+  const { account, revoked } = await revokeTokens(openStore(args), args.name);
+  if (args.json) {
+    process.stdout.write(JSON.stringify({ id: account.id, name: account.name, revoked }) + '\n');
+    return;
+  }
+  process.stdout.write(
+    `Revoked ${revoked} token${revoked === 1 ? '' : 's'} of ${account.name}; a running server refuses them within a second or two.\n` +
+      `Its objects stay; \`coffer serve account token ${account.name}\` issues a new token.\n`,
+  );
+}
+
+export async function serveAccountSetCommand(args: { name: string; quotaBytes?: number; quotaObjects?: number; json: boolean } & StoreArgs): Promise<void> {
+  if (args.quotaBytes === undefined && args.quotaObjects === undefined) {
+    throw new CofferError('BAD_ARGUMENT', 'nothing to change: give --quota-bytes and/or --quota-objects (0: no limit)');
+  }
+  const account = await setQuota(openStore(args), args.name, { bytes: args.quotaBytes, objects: args.quotaObjects });
+  if (args.json) {
+    process.stdout.write(JSON.stringify(publicView(account)) + '\n');
+    return;
+  }
+  process.stdout.write(
+    `${account.name}: quota ${humanBytes(account.quotaBytes)}, ${shownLimit(account.quotaObjects, ' objects')}; a running server applies it within a second or two.\n`,
+  );
+}
+
+export async function serveAccountRemoveCommand(args: { name: string; deleteObjects: boolean; json: boolean } & StoreArgs): Promise<void> {
+  if (!args.deleteObjects) {
+    throw new CofferError(
+      'BAD_ARGUMENT',
+      `removing account ${args.name} deletes all its objects: add --delete-objects to confirm (or \`coffer serve account revoke ${args.name}\` to lock it out and keep them)`,
+    );
+  }
+  const account = await removeAccount(openStore(args), args.name);
+  if (args.json) {
+    process.stdout.write(JSON.stringify({ id: account.id, name: account.name, removed: true }) + '\n');
+    return;
+  }
+  process.stdout.write(`Removed account ${account.name} (${account.id}) and its objects.\n`);
 }
