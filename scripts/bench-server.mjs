@@ -304,8 +304,9 @@ async function startCoffer(opts) {
   const data = join(dir, 'data');
   // Accounts through Coffer's own module: N CLI start-ups would take longer than a smoke run.
   const { addAccount } = await import(pathToFileURL(join(ROOT, 'dist', 'server', 'accounts.js')).href);
+  const { DiskObjectStore } = await import(pathToFileURL(join(ROOT, 'dist', 'server', 'disk-store.js')).href);
   const tokens = [];
-  for (let i = 0; i < opts.accounts; i++) tokens.push((await addAccount(data, `bench${i}`)).token);
+  for (let i = 0; i < opts.accounts; i++) tokens.push((await addAccount(new DiskObjectStore(data), `bench${i}`)).token);
   const server = await startListening('coffer serve', [CLI, 'serve', '--listen', '127.0.0.1:0', '--data', data, ...opts.limits]);
   progress(`coffer serve (pid ${server.child.pid}) at ${server.base}, ${opts.accounts} accounts`);
   return { server, tokens };

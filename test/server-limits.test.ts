@@ -472,7 +472,13 @@ describe('coffer serve killed during uploads', () => {
       const stored = listed.objects.reduce((sum, o) => sum + o.size, 0);
       expect(tmpEntries(data, alice.id).length).toBeGreaterThan(0);
       await cofferOk(['serve', 'account', 'set', 'alice', '--data', data, '--quota-bytes', String(stored + 1000)]);
-      await within(2_000, async () => (await put('fill/a', randomBytes(1000))).status === 201);
+      // The new quota is in force once 1,001 bytes more are refused; then exactly 1,000 fit.
+      await within(3_000, async () => {
+        if ((await put('fill/probe', randomBytes(1001))).code === 'QUOTA_EXCEEDED') return true;
+        await call(server, 'DELETE', '/v1/objects/fill/probe', alice.token); // stored under the old quota: take it back
+        return false;
+      });
+      expect((await put('fill/a', randomBytes(1000))).status).toBe(201);
       expect((await put('fill/b', Buffer.alloc(1))).code).toBe('QUOTA_EXCEEDED');
     } finally {
       await stop(server.child);
