@@ -141,23 +141,38 @@ describe('coffer serve --s3: two processes over one bucket', () => {
     }
   });
 
-  it('stops accepting, on both servers, a token removed from accounts.json while they run', async () => {
-    const doomed = await addAccount('doomed');
-    for (const server of [0, 1] as const) await backend(server, doomed, 'd').put('chunks/x', Buffer.from('x'));
-    const registry = new S3Backend({ ...bucketOptions(), prefix });
-    const file = JSON.parse((await registry.get('accounts.json')).toString()) as { version: 1; accounts: { name: string }[] };
-    file.accounts = file.accounts.filter((a) => a.name !== 'doomed');
-    await registry.put('accounts.json', Buffer.from(JSON.stringify(file)));
-    // Each server re-reads the registry every 5 s.
-    const deadline = Date.now() + 8_000;
-    const refused = new Set<number>();
-    while (refused.size < 2 && Date.now() < deadline) {
-      for (const server of [0, 1] as const) {
-        if ((await raw(server, 'HEAD', '/v1/objects/d/chunks/x', { token: doomed })).status === 401) refused.add(server);
-      }
+  /** Polls both servers until `check` holds on each (they re-read the registry every 5 s). */
+  async function onBothWithin(ms: number, check: (server: 0 | 1) => Promise<boolean>): Promise<number[]> {
+    const deadline = Date.now() + ms;
+    const done = new Set<number>();
+    while (done.size < 2 && Date.now() < deadline) {
+      for (const server of [0, 1] as const) if (!done.has(server) && (await check(server))) done.add(server);
       await new Promise((r) => setTimeout(r, 250));
     }
-    expect([...refused].sort()).toEqual([0, 1]);
+    return [...done].sort();
+  }
+
+  it('stops accepting, on both servers, the tokens `account revoke --s3` revokes while they run', async () => {
+    const doomed = await addAccount('doomed');
+    for (const server of [0, 1] as const) await backend(server, doomed, 'd').put('chunks/x', Buffer.from('x'));
+    await cofferOk(['serve', 'account', 'revoke', 'doomed', '--s3', s3url], { env: s3env });
+    const refused = await onBothWithin(8_000, async (server) => (await raw(server, 'HEAD', '/v1/objects/d/chunks/x', { token: doomed })).status === 401);
+    expect(refused).toEqual([0, 1]);
+    // A new token lets the account in again, objects intact.
+    const { stdout } = await cofferOk(['serve', 'account', 'token', 'doomed', '--s3', s3url, '--json'], { env: s3env });
+    const fresh = (JSON.parse(stdout) as { token: string }).token;
+    expect((await backend(1, fresh, 'd').get('chunks/x')).toString()).toBe('x');
+  });
+
+  it('applies on both servers a quota `account set --s3` changes while they run', async () => {
+    const growing = await addAccount('growing', ['--quota-bytes', '100']);
+    const put = (server: 0 | 1, key: string) => raw(server, 'PUT', `/v1/objects/g/${key}`, { token: growing, body: randomBytes(500) });
+    expect((await put(0, 'a')).code).toBe('QUOTA_EXCEEDED');
+    await cofferOk(['serve', 'account', 'set', 'growing', '--s3', s3url, '--quota-bytes', '10000'], { env: s3env });
+    const accepted = await onBothWithin(8_000, async (server) => (await put(server, `from-${server}`)).status === 201);
+    expect(accepted).toEqual([0, 1]);
+    const { stdout } = await cofferOk(['serve', 'account', 'list', '--s3', s3url, '--json'], { env: s3env });
+    expect((JSON.parse(stdout) as { name: string; quotaBytes: number }[]).find((a) => a.name === 'growing')?.quotaBytes).toBe(10000);
   });
 
   it('serves through one server what was put through the other', async () => {
