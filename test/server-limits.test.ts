@@ -3,7 +3,7 @@
  * headers and bodies, oversized streamed bodies, too many uploads at once, request floods,
  * tokens revoked and quotas changed while it runs, and a SIGKILL in the middle of many uploads.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { request, type ClientRequest } from 'node:http';
@@ -11,7 +11,8 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { CLI, cofferOk } from './helpers/drive.js';
+import { cofferOk } from './helpers/drive.js';
+import { startServe } from './helpers/serve.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'coffer-serve-limits-'));
 const running = new Set<ChildProcess>();
@@ -42,19 +43,8 @@ function newDataDir(): string {
 }
 
 async function serve(data: string, flags: string[] = []): Promise<Served> {
-  const child = spawn(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', '--data', data, ...flags], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const { child, port } = await startServe(['--listen', '127.0.0.1:0', '--data', data, ...flags]);
   running.add(child);
-  let stderr = '';
-  child.stderr!.on('data', (d) => (stderr += d));
-  const port = await new Promise<number>((resolvePromise, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d) => {
-      out += d;
-      const match = /listening on http:\/\/127\.0\.0\.1:(\d+)\//.exec(out);
-      if (match) resolvePromise(Number(match[1]));
-    });
-    child.once('exit', (code) => reject(new Error(`coffer serve exited (${code}): ${stderr}`)));
-  });
   return { child, port, data };
 }
 

@@ -34,6 +34,8 @@ const EXIT_FAILED = 1;
 const EXIT_USAGE = 2;
 
 const size = (value: string | undefined) => (value === undefined ? undefined : parseSize(value));
+/** Where a `coffer serve` command keeps its data: `--data DIR` or `--s3 URL [--s3-endpoint URL]`. */
+const storeArgs = (argv: { data?: string; s3?: string; 's3-endpoint'?: string }) => ({ data: argv.data, s3: argv.s3, s3Endpoint: argv['s3-endpoint'] });
 
 /** A positive number of seconds from the command line, as milliseconds. */
 function seconds(flag: string, value: number | undefined): number | undefined {
@@ -283,9 +285,7 @@ async function main(): Promise<void> {
           (argv) =>
             serveCommand({
               listen: argv.listen,
-              data: argv.data,
-              s3: argv.s3,
-              s3Endpoint: argv['s3-endpoint'],
+              ...storeArgs(argv),
               maxObjectSize: size(argv['max-object-size']),
               maxConcurrentUploads: argv['max-uploads'],
               rateLimit: argv['rate-limit'],
@@ -309,9 +309,7 @@ async function main(): Promise<void> {
               (argv) =>
                 serveAccountAddCommand({
                   name: argv.name,
-                  data: argv.data,
-                  s3: argv.s3,
-                  s3Endpoint: argv['s3-endpoint'],
+                  ...storeArgs(argv),
                   quotaBytes: size(argv['quota-bytes']),
                   quotaObjects: argv['quota-objects'],
                   json: argv.json,
@@ -321,7 +319,7 @@ async function main(): Promise<void> {
               'list',
               'list the accounts: name, id, quotas, number of tokens, creation time (never the token hashes)',
               (yyy) => yyy.option('json', { type: 'boolean', default: false, describe: 'print a JSON array' }).example('$0 serve account list --data /srv/coffer', ''),
-              (argv) => serveAccountListCommand({ data: argv.data, s3: argv.s3, s3Endpoint: argv['s3-endpoint'], json: argv.json }),
+              (argv) => serveAccountListCommand({ ...storeArgs(argv), json: argv.json }),
             )
             .command(
               'token <name>',
@@ -331,7 +329,7 @@ async function main(): Promise<void> {
                   .positional('name', { type: 'string', demandOption: true })
                   .option('json', { type: 'boolean', default: false, describe: 'print the account and the new token as JSON' })
                   .example('$0 serve account token alice --data /srv/coffer', ''),
-              (argv) => serveAccountTokenCommand({ name: argv.name, data: argv.data, s3: argv.s3, s3Endpoint: argv['s3-endpoint'], json: argv.json }),
+              (argv) => serveAccountTokenCommand({ name: argv.name, ...storeArgs(argv), json: argv.json }),
             )
             .command(
               'revoke <name>',
@@ -341,7 +339,7 @@ async function main(): Promise<void> {
                   .positional('name', { type: 'string', demandOption: true })
                   .option('json', { type: 'boolean', default: false, describe: 'print what was revoked as JSON' })
                   .example('$0 serve account revoke alice --data /srv/coffer', 'then `account token alice` to let alice in again with a new token'),
-              (argv) => serveAccountRevokeCommand({ name: argv.name, data: argv.data, s3: argv.s3, s3Endpoint: argv['s3-endpoint'], json: argv.json }),
+              (argv) => serveAccountRevokeCommand({ name: argv.name, ...storeArgs(argv), json: argv.json }),
             )
             .command(
               'set <name>',
@@ -356,9 +354,7 @@ async function main(): Promise<void> {
               (argv) =>
                 serveAccountSetCommand({
                   name: argv.name,
-                  data: argv.data,
-                  s3: argv.s3,
-                  s3Endpoint: argv['s3-endpoint'],
+                  ...storeArgs(argv),
                   quotaBytes: size(argv['quota-bytes']),
                   quotaObjects: argv['quota-objects'],
                   json: argv.json,
@@ -373,7 +369,7 @@ async function main(): Promise<void> {
                   .option('delete-objects', { type: 'boolean', default: false, describe: 'confirm that the account\'s objects are deleted with it' })
                   .option('json', { type: 'boolean', default: false, describe: 'print what was removed as JSON' })
                   .example('$0 serve account remove bob --data /srv/coffer --delete-objects', ''),
-              (argv) => serveAccountRemoveCommand({ name: argv.name, data: argv.data, s3: argv.s3, s3Endpoint: argv['s3-endpoint'], deleteObjects: argv['delete-objects'], json: argv.json }),
+              (argv) => serveAccountRemoveCommand({ name: argv.name, ...storeArgs(argv), deleteObjects: argv['delete-objects'], json: argv.json }),
             )
             .demandCommand(1, 'name an account command: add, list, token, revoke, set or remove'),
         ),

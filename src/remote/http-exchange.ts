@@ -30,22 +30,27 @@ export interface StreamingHttpAnswer {
   body: Readable;
 }
 
+/** One attempt, answers of every status returned as they are: retries and errors are the caller's. */
+function gotOptions(request: HttpExchange) {
+  const t = request.timeoutMs;
+  return {
+    method: request.method as 'GET',
+    headers: request.headers,
+    body: request.body,
+    signal: request.signal,
+    throwHttpErrors: false,
+    retry: { limit: 0 },
+    followRedirect: false,
+    decompress: false,
+    timeout: { lookup: t, connect: t, secureConnect: t, socket: t, response: t },
+  };
+}
+
 export async function exchange(request: HttpExchange, what: string): Promise<HttpAnswer> {
-  const { signal, timeoutMs: t } = request;
+  const { signal } = request;
   signal?.throwIfAborted();
   try {
-    const response = await got(request.url, {
-      method: request.method as 'GET',
-      headers: request.headers,
-      body: request.body,
-      signal,
-      throwHttpErrors: false,
-      retry: { limit: 0 },
-      followRedirect: false,
-      decompress: false,
-      responseType: 'buffer',
-      timeout: { lookup: t, connect: t, secureConnect: t, socket: t, response: t },
-    });
+    const response = await got(request.url, { ...gotOptions(request), responseType: 'buffer' });
     return { status: response.statusCode, headers: response.headers, body: response.body };
   } catch (err) {
     if (signal?.aborted) throw signal.reason;
@@ -59,19 +64,9 @@ export async function exchange(request: HttpExchange, what: string): Promise<Htt
  * stream: for objects too large to hold in memory. Errors after that come from the stream.
  */
 export async function exchangeStreaming(request: HttpExchange, what: string): Promise<StreamingHttpAnswer> {
-  const { signal, timeoutMs: t } = request;
+  const { signal } = request;
   signal?.throwIfAborted();
-  const stream = got.stream(request.url, {
-    method: request.method as 'GET',
-    headers: request.headers,
-    body: request.body,
-    signal,
-    throwHttpErrors: false,
-    retry: { limit: 0 },
-    followRedirect: false,
-    decompress: false,
-    timeout: { lookup: t, connect: t, secureConnect: t, socket: t, response: t },
-  });
+  const stream = got.stream(request.url, gotOptions(request));
   return new Promise<StreamingHttpAnswer>((resolve, reject) => {
     const onError = (err: unknown): void => {
       if (signal?.aborted) return reject(signal.reason);
