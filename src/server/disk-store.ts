@@ -3,7 +3,8 @@
  * `<data>/accounts/<id>/objects/<key>` (one file per object) and `<data>/accounts/<id>/tmp/`
  * (uploads in progress). An upload goes to a temp file, is fsynced, then renamed (or linked,
  * for an exclusive put) into place and the folder fsynced: a crash leaves the old object or
- * the whole new one. One process owns a data directory (usage is never recounted).
+ * the whole new one. One process owns a data directory (usage is never recounted, and temp
+ * files left by a crash are removed when it opens).
  */
 import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -25,8 +26,16 @@ export class DiskObjectStore implements ObjectStore {
     return this.dataDir;
   }
 
+  /**
+   * Also empties every account's tmp/: this process owns the data directory, so what is there
+   * was left by uploads a crash cut off (none of them was acknowledged).
+   */
   async open(): Promise<void> {
-    await mkdir(join(this.dataDir, 'accounts'), { recursive: true, mode: 0o700 });
+    const accounts = join(this.dataDir, 'accounts');
+    await mkdir(accounts, { recursive: true, mode: 0o700 });
+    for (const id of await readdir(accounts)) {
+      if (/^[0-9a-f]{8,64}$/.test(id)) await rm(join(accounts, id, 'tmp'), { recursive: true, force: true });
+    }
   }
 
   async close(): Promise<void> {}
@@ -126,13 +135,18 @@ export class DiskObjectStore implements ObjectStore {
       } finally {
         await handle.close();
       }
+      let firstCreated: string | undefined;
       try {
-        await mkdir(dirname(path), { recursive: true });
+        firstCreated = await mkdir(dirname(path), { recursive: true });
       } catch (err) {
         // A file where a folder of the key's path should be: the parent key is an object.
         const code = (err as NodeJS.ErrnoException).code;
         if (code === 'ENOTDIR' || code === 'EEXIST') throw conflict(key);
         throw err;
+      }
+      // Folders made for this key must outlive a power cut too: each one's entry in its parent.
+      for (let made = dirname(path); firstCreated !== undefined && made.length >= firstCreated.length; made = dirname(made)) {
+        await syncDirectory(dirname(made));
       }
       let replacedSize: number | undefined;
       if (options.exclusive) {
@@ -185,16 +199,21 @@ export class DiskObjectStore implements ObjectStore {
   }
 
   async list(accountId: string, page: { prefix: string; after: string; limit: number }): Promise<{ objects: StoredObject[]; truncated: boolean }> {
-    const all = (await this.walk(accountId, page.prefix)).filter((o) => o.key > page.after);
-    return { objects: all.slice(0, page.limit), truncated: all.length > page.limit };
+    const found = await this.walk(accountId, page.prefix, page.after, page.limit + 1);
+    return { objects: found.slice(0, page.limit), truncated: found.length > page.limit };
   }
 
   listAll(accountId: string): Promise<StoredObject[]> {
-    return this.walk(accountId, '');
+    return this.walk(accountId, '', '', Infinity);
   }
 
-  /** Every object of the account whose key starts with `prefix`, in key order. */
-  private async walk(accountId: string, prefix: string): Promise<StoredObject[]> {
+  /**
+   * Up to `limit` objects whose key starts with `prefix` and sorts after `after`, in key order.
+   * Folders are visited in key order and only where such keys can be, and the walk stops once
+   * it has `limit`: a page costs about its own size, not the account's. (Keys are ASCII, so
+   * JavaScript's string order is byte order.)
+   */
+  private async walk(accountId: string, prefix: string, after: string, limit: number): Promise<StoredObject[]> {
     const found: StoredObject[] = [];
     const visit = async (dir: string, dirKey: string): Promise<void> => {
       let entries;
@@ -204,18 +223,27 @@ export class DiskObjectStore implements ObjectStore {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
         throw err;
       }
-      for (const entry of entries) {
-        const key = dirKey + entry.name;
+      // A folder's keys all start with its name and "/": that is where it sorts among the files.
+      const sorted = entries
+        .filter((e) => e.isDirectory() || e.isFile())
+        .map((entry) => ({ entry, key: dirKey + entry.name + (entry.isDirectory() ? '/' : '') }))
+        .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+      for (const { entry, key } of sorted) {
+        if (found.length >= limit) return;
         if (entry.isDirectory()) {
-          if (key.startsWith(prefix) || prefix.startsWith(key + '/')) await visit(join(dir, entry.name), key + '/');
-        } else if (entry.isFile() && key.startsWith(prefix)) {
+          const holdsPrefix = key.startsWith(prefix) || prefix.startsWith(key);
+          // Every key inside is `key` + more: all of them sort before `after` if `after` is
+          // past `key` without starting with it.
+          const allBeforeAfter = after > key && !after.startsWith(key);
+          if (holdsPrefix && !allBeforeAfter) await visit(join(dir, entry.name), key);
+        } else if (key.startsWith(prefix) && key > after) {
           const size = await stat(join(dir, entry.name)).then((s) => s.size, () => undefined);
           if (size !== undefined) found.push({ key, size });
         }
       }
     };
     await visit(join(this.accountDir(accountId), 'objects'), '');
-    return found.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    return found;
   }
 }
 
