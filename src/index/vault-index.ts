@@ -198,6 +198,9 @@ export class VaultIndex {
       getState: db.prepare<[string], { value: unknown }>('SELECT value FROM vault_state WHERE key = ?'),
       setState: db.prepare('INSERT INTO vault_state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value'),
       orphans: db.prepare<[], { ino: number }>('SELECT ino FROM inodes WHERE nlink = 0'),
+      pendingUploads: db.prepare<[], { chunks: number; bytes: number }>(
+        'SELECT count(*) AS chunks, coalesce(sum(c.sealed_size), 0) AS bytes FROM upload_queue q JOIN chunks c ON c.id = q.id',
+      ),
     };
   }
 
@@ -596,6 +599,16 @@ export class VaultIndex {
   /** The files whose contents include a chunk, with the index of that chunk in each. */
   filesOfChunk(id: Buffer, limit = 100): { ino: number; idx: number }[] {
     return this.db.prepare<[Buffer, number], { ino: number; idx: number }>('SELECT ino, idx FROM file_chunks WHERE chunk = ? LIMIT ?').all(id, limit);
+  }
+
+  /** Chunks queued for upload and their sealed bytes: counts()'s pending figures alone, for callers that ask often. */
+  pendingUploads(): { chunks: number; bytes: number } {
+    return this.st.pendingUploads.get()!;
+  }
+
+  /** Bytes of the index database (page count × page size): about what one published snapshot of it takes. */
+  databaseBytes(): number {
+    return (this.db.pragma('page_count', { simple: true }) as number) * (this.db.pragma('page_size', { simple: true }) as number);
   }
 
   pendingFileCount(): number {
