@@ -21,7 +21,7 @@
  * Deletions (garbage chunks, old snapshots) are not subtracted until the server is asked
  * again, so between refreshes the guard errs on the side of refusing. An upload the server
  * refuses anyway (REMOTE_QUOTA: another device of the same account, an object quota) puts the
- * guard in "remote full" until a refresh shows room.
+ * guard in "remote full" until a refresh shows more room than there was when it refused.
  *
  * Refreshes: at mount, every `refreshMs` while the account has a quota (or is full), seldom
  * otherwise, after an upload fails with REMOTE_QUOTA, and — at most once a second — when a
@@ -101,8 +101,15 @@ export class RemoteSpaceGuard {
   private uploadedObjects = 0;
   private baseBytes = 0;
   private baseObjects = 0;
-  /** The server refused an upload for lack of room; cleared by a refresh that shows room. */
+  /** The server refused an upload for lack of room; cleared by a refresh that shows more room than then. */
   private quotaRefused = false;
+  /**
+   * The server's figures when it refused: the first answer after the refusal. Only figures that
+   * show more room than these (a higher quota, less used) end "remote full": the server knows
+   * better than our estimate, and retrying on every refresh while nothing changed would only
+   * fail again.
+   */
+  private refusalFigures: RemoteSpace | undefined;
   /** Bytes of the last refused write while writes are being refused; 0 when they are not. */
   private refusingBytes = 0;
   private estimate: { free: number; atMs: number } | undefined;
@@ -186,6 +193,7 @@ export class RemoteSpaceGuard {
       });
     }
     this.quotaRefused = true;
+    this.refusalFigures = undefined;
     this.estimate = undefined;
     this.refreshSoon();
   }
@@ -260,9 +268,11 @@ export class RemoteSpaceGuard {
   /** After new figures: leave "full" states the account now has room for. */
   private reconsider(): void {
     const free = this.computeFree(false);
-    if (this.quotaRefused && free > 0) {
+    if (this.quotaRefused && this.space && !this.refusalFigures) this.refusalFigures = this.space;
+    else if (this.quotaRefused && free > 0 && moreRoom(this.space, this.refusalFigures)) {
       this.quotaRefused = false;
       this.options.log.info(`the remote account has room again (${free} bytes free for new data): queued uploads are retried now`, { op: 'space' });
+      this.refusalFigures = undefined;
       this.options.onRoom?.();
     }
     if (this.refusingBytes > 0 && free >= this.refusingBytes) {
@@ -298,4 +308,11 @@ export class RemoteSpaceGuard {
     const reserve = uncommitted.chunks * CHUNK_OVERHEAD + 2 * (metadata + CHUNK_OVERHEAD) + MANIFEST_RESERVE;
     return space.quotaBytes - used - queued.bytes - uncommitted.bytes - reserve;
   }
+}
+
+/** Whether `now` leaves the account more room than `then`: a quota raised or lifted, or less stored. */
+function moreRoom(now: RemoteSpace | undefined, then: RemoteSpace | undefined): boolean {
+  if (!now || !then) return false;
+  const raised = (quota: number, before: number) => (quota === 0 && before > 0) || (before > 0 && quota > before);
+  return raised(now.quotaBytes, then.quotaBytes) || raised(now.quotaObjects, then.quotaObjects) || now.usedBytes < then.usedBytes || now.usedObjects < then.usedObjects;
 }
