@@ -11,6 +11,13 @@ import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { CofferError } from '../src/errors.js';
+import { FaultyBackend } from '../src/remote/faulty-backend.js';
+import { FileBackend } from '../src/remote/file-backend.js';
+import { HttpBackend } from '../src/remote/http-backend.js';
+import { openBackend } from '../src/remote/open-backend.js';
+import { RateLimitedBackend } from '../src/remote/rate-limited-backend.js';
+import { RetryingBackend } from '../src/remote/retrying-backend.js';
 import { CLI, cofferOk, Workspace } from './helpers/drive.js';
 
 const MiB = 1024 * 1024;
@@ -126,6 +133,30 @@ afterEach(async () => {
 afterAll(async () => {
   await stopServer();
   fs.rmSync(dir, { recursive: true, force: true });
+});
+
+describe('GET /v1/usage and RemoteBackend.space', () => {
+  it("reports the account's usage and quotas, through every wrapper", async () => {
+    const token = await addAccount('counted', ['--quota-bytes', '5000', '--quota-objects', '7']);
+    const remote = openBackend(`${base}/some/vault/`, { env: { COFFER_TOKEN: token } });
+    expect(await remote.space!()).toEqual({ usedBytes: 0, usedObjects: 0, quotaBytes: 5000, quotaObjects: 7 });
+    await remote.put('chunks/ab/abcd', Buffer.alloc(1234));
+    // The account's usage, whatever prefix the vault lives under.
+    const other = new HttpBackend({ url: `${base}/another/`, token });
+    expect(await other.space()).toEqual({ usedBytes: 1234, usedObjects: 1, quotaBytes: 5000, quotaObjects: 7 });
+    const wrapped = new RateLimitedBackend(new FaultyBackend(new RetryingBackend(other), {}), { uploadBytesPerSecond: 1e6 });
+    expect((await wrapped.space())?.usedBytes).toBe(1234);
+    // Backends whose store keeps no quota cannot tell, and neither can wrappers around them.
+    expect(new FileBackend(join(dir, 'file-remote')).space).toBeUndefined();
+    expect(await new RetryingBackend(new FileBackend(join(dir, 'file-remote'))).space()).toBeUndefined();
+    const refused = await new HttpBackend({ url: `${base}/`, token: 'cft_wrong' }).space().then(
+      () => undefined,
+      (err: CofferError) => err.code,
+    );
+    expect(refused).toBe('BAD_ARGUMENT');
+    const post = await fetch(`${base}/v1/usage`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+    expect(post.status).toBe(405);
+  });
 });
 
 describe('a drive on an account with a byte quota', () => {

@@ -368,8 +368,8 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   try {
     await syncer.start();
     await refuseRolledBackRemote(syncer, log, config.remoteReadTimeoutMs);
-    // Known before the first write, so a full account refuses it; an unreachable remote only
-    // delays this (bounded by the timeout): until it answers, no limit is known.
+    // Known before the first write, so a full account refuses it; an unreachable remote delays
+    // the mount by a few seconds at most: until it answers, no limit is known.
     await space.start();
     // df, findmnt and mountinfo show the volume name as the source and fuse.coffer as the type.
     session = await mountFuse(mountpoint, filesystem, { ...vaultMountOptions(logFn), fsname: name, opStats });

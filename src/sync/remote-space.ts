@@ -16,7 +16,8 @@
  *   the chunks not sealed yet (a header, nonce and tag each, and padding to 4 KiB for a partial
  *   chunk), and metadata: the next snapshot of the index (about the index's size) and manifests,
  *   which are uploaded on top of the two snapshots the remote keeps. Twice the index's size, as a
- *   publish may follow another before the usage is asked again.
+ *   publish may follow another before the usage is asked again. And a few writes' worth for
+ *   writes admitted but not yet in their buffers when those are counted.
  *
  * Deletions (garbage chunks, old snapshots) are not subtracted until the server is asked
  * again, so between refreshes the guard errs on the side of refusing. An upload the server
@@ -39,6 +40,11 @@ import type { RemoteSpace } from '../remote/backend.js';
 const CHUNK_OVERHEAD = PAD_BLOCK + OBJECT_OVERHEAD;
 /** Manifests are small, padded to 4 KiB: room for a few publishes between refreshes. */
 const MANIFEST_RESERVE = 16 * (PAD_BLOCK + OBJECT_OVERHEAD);
+/**
+ * Writes admitted but not yet in their buffers when the buffers are counted afresh (a write
+ * that partly overwrites a chunk reads that chunk first): a few FUSE writes' worth.
+ */
+const WRITES_IN_FLIGHT = 4 * 128 * 1024;
 /** Objects kept back under an object quota for snapshot parts and manifests, beyond the index's own parts. */
 const OBJECT_RESERVE = 8;
 /** How long a computed figure serves writes before the queue and buffers are counted again. */
@@ -124,9 +130,15 @@ export class RemoteSpaceGuard {
     this.now = options.now ?? Date.now;
   }
 
-  /** Asks the remote once (waits for the answer, bounded by the timeout), then keeps asking in the background. */
-  async start(): Promise<void> {
-    await this.refresh();
+  /**
+   * Asks the remote, then keeps asking in the background. Waits for the first answer at most
+   * `waitMs`, so a slow or unreachable remote delays the mount only that much (the question
+   * goes on; until it is answered no limit is known, as for a drive that works offline).
+   */
+  async start(waitMs = 3000): Promise<void> {
+    let waited: NodeJS.Timeout | undefined;
+    await Promise.race([this.refresh(), new Promise<void>((resolve) => (waited = setTimeout(resolve, waitMs)))]);
+    clearTimeout(waited);
     if (!this.options.fetch) return;
     this.timer = setInterval(() => {
       const every = this.limited() || this.quotaRefused ? (this.options.refreshMs ?? 15_000) : (this.options.idleRefreshMs ?? 300_000);
@@ -305,7 +317,7 @@ export class RemoteSpaceGuard {
     }
     if (space.quotaBytes <= 0) return Infinity;
     const used = space.usedBytes + this.uploadedBytes - this.baseBytes;
-    const reserve = uncommitted.chunks * CHUNK_OVERHEAD + 2 * (metadata + CHUNK_OVERHEAD) + MANIFEST_RESERVE;
+    const reserve = uncommitted.chunks * CHUNK_OVERHEAD + 2 * (metadata + CHUNK_OVERHEAD) + MANIFEST_RESERVE + WRITES_IN_FLIGHT;
     return space.quotaBytes - used - queued.bytes - uncommitted.bytes - reserve;
   }
 }
