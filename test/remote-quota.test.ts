@@ -122,7 +122,6 @@ async function driveOn(account: string, env: NodeJS.ProcessEnv): Promise<{ ws: W
 beforeAll(async () => {
   dir = fs.mkdtempSync(join(tmpdir(), 'coffer-quota-'));
   data = join(dir, 'data');
-  await addAccount('placeholder'); // the data directory exists before the server starts
   await startServer();
 });
 
