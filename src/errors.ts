@@ -85,6 +85,23 @@ export class RemoteError extends CofferError {
   }
 }
 
+/**
+ * A write the drive refuses because the remote account could not store it: its quota is used
+ * (an upload met REMOTE_QUOTA) or the write would not fit in what is left of it once everything
+ * not yet uploaded is counted. Refused before it is acknowledged, so nothing is lost.
+ */
+export class RemoteSpaceError extends CofferError {
+  constructor(
+    message: string,
+    /** Bytes the refused write would have added. */
+    readonly neededBytes: number,
+    /** Bytes the drive considered free for new data when it refused. */
+    readonly freeBytes: number,
+  ) {
+    super('REMOTE_QUOTA', message);
+  }
+}
+
 export function fsError(posix: PosixCode, message?: string): FsError {
   return new FsError(posix, message);
 }

@@ -22,6 +22,7 @@ import { vaultMountOptions } from '../fs/mount-options.js';
 import { findMount, isStaleMount, forceUnmount } from '../fs/mountinfo.js';
 import { remoteKeys, type RemoteBackend } from '../remote/backend.js';
 import { Syncer, type SyncStatus } from '../sync/syncer.js';
+import { RemoteSpaceGuard, type RemoteSpaceStatus } from '../sync/remote-space.js';
 import { openConfiguredBackend, volumeName } from '../vault/config.js';
 import type { UnlockedVault } from '../vault/vault.js';
 import { serveControl, type ControlRequest } from './control.js';
@@ -61,6 +62,8 @@ export interface DaemonStatus extends IndexCounts {
   uploadRate: number | null;
   /** Seconds until the pending bytes are uploaded at that rate; null when nothing moves. */
   uploadEtaSeconds: number | null;
+  /** The remote account's usage and quota, and the room left for this drive; null while the remote has not said. */
+  remoteSpace: RemoteSpaceStatus | null;
 }
 
 export interface SyncStarted {
@@ -192,15 +195,28 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     log: logFn,
     fetchRemote: (id) => fetchChunk(backend, id, readTimeoutMs),
   });
+  const space: RemoteSpaceGuard = new RemoteSpaceGuard({
+    fetch: backend.space ? (signal) => backend.space!({ signal }) : undefined,
+    queued: () => index.pendingUploads(),
+    uncommitted: () => data.uncommitted(),
+    metadataBytes: () => index.databaseBytes(),
+    chunkSize: vault.header.chunkSize,
+    log,
+    // Uploads refused for lack of room back off for minutes: once there is room, go now.
+    onRoom: () => index.retryUploadsNow(),
+    timeoutMs: config.remoteReadTimeoutMs,
+  });
   const data = new FileData(index, store, {
     chunkSize: vault.header.chunkSize,
     bufferBytes: vault.config.bufferSize,
     idleCommitMs: 5000,
     log: logFn,
+    admitWrite: (bytes) => space.admit(bytes),
   });
   const filesystem = new Filesystem(index, data, {
     vaultDir: paths.dir,
     syncState: (ino) => fileSyncState(ino, index, data, store, syncer),
+    capacity: () => space.capacity(),
     uid: process.getuid?.() ?? 0,
     gid: process.getgid?.() ?? 0,
   });
@@ -214,6 +230,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     stateDir: paths.state,
     concurrency: config.uploadConcurrency,
     log,
+    observer: space,
   });
 
   let session: FuseSession | undefined;
@@ -265,6 +282,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
       await collector.stop();
       await drain(drainMs).catch((err) => log.error(`uploading before exit: ${(err as Error).message}`, { err }));
       await syncer.stop();
+      await space.stop();
       pendingAtExit = pendingNow();
       if (pendingAtExit.pendingChunks > 0 || pendingAtExit.unpublished) {
         log.info(
@@ -320,6 +338,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
       pendingFiles: counts.pendingChunks > 0 ? index.pendingFileCount() : 0,
       uploadRate: rate,
       uploadEtaSeconds: rate && rate > 0 && counts.pendingBytes > 0 ? Math.ceil(counts.pendingBytes / rate) : null,
+      remoteSpace: space.status() ?? null,
     };
   };
 
@@ -349,6 +368,9 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   try {
     await syncer.start();
     await refuseRolledBackRemote(syncer, log, config.remoteReadTimeoutMs);
+    // Known before the first write, so a full account refuses it; an unreachable remote delays
+    // the mount by a few seconds at most: until it answers, no limit is known.
+    await space.start();
     // df, findmnt and mountinfo show the volume name as the source and fuse.coffer as the type.
     session = await mountFuse(mountpoint, filesystem, { ...vaultMountOptions(logFn), fsname: name, opStats });
     data.startIdleCommits();

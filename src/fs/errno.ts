@@ -3,7 +3,7 @@
  * not a known filesystem condition is EIO, logged, and never reported as ENOENT.
  */
 import { constants } from 'node:os';
-import { AuthenticationError, CofferError, FsError } from '../errors.js';
+import { AuthenticationError, CofferError, FsError, RemoteSpaceError } from '../errors.js';
 import type { LogFn } from '../logging.js';
 
 const errnoByName = constants.errno as Record<string, number>;
@@ -24,6 +24,10 @@ export function toErrno(err: unknown, op: string, log: ErrorLogger): number {
   if (typeof code === 'string' && PASS_THROUGH.has(code)) return -errnoByName[code]!;
   // The index's disk is full: to the program this is the same as its own write not fitting.
   if (code === 'SQLITE_FULL') return -errnoByName.ENOSPC!;
+  // A write refused before it was acknowledged, since the remote account could not take it:
+  // a full disk to the program. Not logged here: the guard logs when refusing starts and stops,
+  // where one line per refused write would flood the log of a program that retries.
+  if (err instanceof RemoteSpaceError) return -errnoByName.ENOSPC!;
   // The remote's account is full: to the program, the same as a full disk.
   if (err instanceof CofferError && err.code === 'REMOTE_QUOTA') {
     log(`${op}: remote quota exceeded: ${err.message}`, { op, err });

@@ -37,6 +37,12 @@ export interface FileDataOptions {
   idleCommitMs: number;
   log: LogFn;
   now?: () => number;
+  /**
+   * Asked before a write is acknowledged with the bytes it brings (overwrites count as new:
+   * cheaper than finding out, and never too few); throws to refuse the write, which then
+   * changes nothing. The remote-space guard answers it (src/sync/remote-space.ts).
+   */
+  admitWrite?: (bytes: number) => void;
 }
 
 interface ChunkBuffer {
@@ -148,6 +154,28 @@ export class FileData {
     return !!st && (st.dirty.size > 0 || st.inflight.size > 0);
   }
 
+  /**
+   * Written data not yet sealed into chunks, all files together: the bytes the chunks it
+   * fills hold (a chunk partly overwritten counts whole, as it is uploaded whole) and how many
+   * chunks that is. Neither is in the upload queue yet.
+   */
+  uncommitted(): { bytes: number; chunks: number } {
+    let bytes = 0;
+    let chunks = 0;
+    for (const st of this.files.values()) {
+      for (const chunk of st.dirty.values()) {
+        bytes += chunk.length;
+        chunks++;
+      }
+      // A chunk both in flight and written again counts twice: the older one may be uploaded too.
+      for (const commit of st.inflight.values()) {
+        bytes += commit.chunk.length;
+        chunks++;
+      }
+    }
+    return { bytes, chunks };
+  }
+
   /** Size and mtime as the program sees them, ahead of the index. */
   overlay(ino: number): { size: number; mtimeMs: number } | undefined {
     const st = this.files.get(ino);
@@ -161,6 +189,7 @@ export class FileData {
     await this.fileLock.run(ino, async () => {
       const st = this.state(ino);
       this.raiseSavedError(st);
+      this.options.admitWrite?.(data.length);
       const now = this.now();
       let done = 0;
       while (done < data.length) {

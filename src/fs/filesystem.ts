@@ -20,6 +20,8 @@ const PREFERRED_IO_SIZE = 131072;
 /** uid_t/gid_t -1: leave unchanged. */
 const UNCHANGED_ID = 0xffffffff;
 const UNLIMITED_INODES = 0xffffffff;
+/** The block size statfs reports a remote quota in. */
+const STATFS_BLOCK = 4096;
 
 /** The extended attribute that tells a file's sync state (read-only, not listed, so copies do not carry it). */
 export const SYNC_STATE_XATTR = 'user.coffer.state';
@@ -29,6 +31,11 @@ export interface FilesystemOptions {
   vaultDir: string;
   /** The sync state of a file for SYNC_STATE_XATTR; supplied by whoever knows the remote. */
   syncState?: (ino: number) => string;
+  /**
+   * The remote account's byte quota and what writes may still add to it, when it has one;
+   * supplied by whoever knows the remote. statfs then reports these instead of the vault disk.
+   */
+  capacity?: () => { totalBytes: number; freeBytes: number } | undefined;
   uid: number;
   gid: number;
   now?: () => number;
@@ -129,7 +136,25 @@ export class Filesystem implements FuseHandlers {
   }
 
   async statfs(): Promise<StatFs> {
-    // Space is the vault disk's; inodes are only index rows, so there is no fixed supply to report.
+    // Inodes are only index rows, so there is no fixed supply to report.
+    const remote = this.options.capacity?.();
+    if (remote) {
+      // The account's quota is what bounds the drive: the local disk only caches, and the cache
+      // evicts what is uploaded, so it is not capped by the local disk as well (a full local
+      // disk still fails writes with ENOSPC on its own).
+      return {
+        bsize: STATFS_BLOCK,
+        frsize: STATFS_BLOCK,
+        blocks: Math.floor(remote.totalBytes / STATFS_BLOCK),
+        bfree: Math.floor(remote.freeBytes / STATFS_BLOCK),
+        bavail: Math.floor(remote.freeBytes / STATFS_BLOCK),
+        files: UNLIMITED_INODES,
+        ffree: UNLIMITED_INODES,
+        favail: UNLIMITED_INODES,
+        namemax: NAME_MAX,
+      };
+    }
+    // Without a quota, space is the vault disk's.
     const disk = await statfsAsync(this.options.vaultDir);
     return {
       bsize: disk.bsize,

@@ -654,6 +654,17 @@ export class VaultIndex {
     return this.db.prepare<[Buffer, number], { ino: number; idx: number }>('SELECT ino, idx FROM file_chunks WHERE chunk = ? LIMIT ?').all(id, limit);
   }
 
+  /** Chunks queued for upload and their sealed bytes: counts()'s pending figures alone, for callers that ask often. */
+  pendingUploads(): { chunks: number; bytes: number } {
+    const { chunks, bytes } = this.queueTotals();
+    return { chunks, bytes };
+  }
+
+  /** Bytes of the index database (page count × page size): about what one published snapshot of it takes. */
+  databaseBytes(): number {
+    return (this.db.pragma('page_count', { simple: true }) as number) * (this.db.pragma('page_size', { simple: true }) as number);
+  }
+
   /**
    * A scan of file_chunks (~70 ms with 200,000 files pending). While nothing but uploads
    * happens the number can only fall, so it is reused for up to two seconds then; any other

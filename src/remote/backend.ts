@@ -8,7 +8,13 @@
  * - `REMOTE_EXISTS`      createExclusive of a key that already exists
  * - `REMOTE_QUOTA`       put/createExclusive the server refuses for lack of room (the account's quota); not retried
  * - `REMOTE_UNAVAILABLE` anything transient or environmental (network, 5xx, disk); safe to retry
+ * - `BAD_ARGUMENT`       (http) a refused token; retrying cannot help
  * Every call takes an AbortSignal; an aborted call rejects with the signal's reason.
+ *
+ * `space` is optional: only a backend whose server keeps per-account quotas (coffer serve)
+ * implements it. It resolves to undefined when the server cannot tell (an older server without
+ * the usage endpoint), and fails like the other calls: REMOTE_UNAVAILABLE when the server
+ * cannot be reached or answers 5xx (safe to retry), BAD_ARGUMENT for a refused token.
  */
 export interface ByteRange {
   offset: number;
@@ -29,6 +35,14 @@ export interface RemoteCapabilities {
   atomicExclusiveCreate: boolean;
 }
 
+/** An account's usage and limits as the server counts them; a quota of 0 is no limit. */
+export interface RemoteSpace {
+  usedBytes: number;
+  usedObjects: number;
+  quotaBytes: number;
+  quotaObjects: number;
+}
+
 export interface RemoteBackend {
   /** A human-readable location, for status and logs (never holds secrets). */
   readonly description: string;
@@ -43,6 +57,8 @@ export interface RemoteBackend {
   /** Every object whose key starts with `prefix`, in key order. */
   list(prefix: string, options?: CallOptions): Promise<ObjectInfo[]>;
   delete(key: string, options?: CallOptions): Promise<void>;
+  /** The account's usage and quotas (see above); absent or undefined: no limit known. */
+  space?(options?: CallOptions): Promise<RemoteSpace | undefined>;
 }
 
 /** Remote key names, specified in docs/FORMAT.md ("Remote layout"). */

@@ -31,7 +31,9 @@
  *   during-file=PATH      ... or only while PATH exists; with both, either one suffices.
  *                         Without either they always apply. Outages ignore these gates.
  *   ops=OP[+OP...]        the calls every fault applies to: get, put, createExclusive (or
- *                         create), head, list, delete, capabilities; default all
+ *                         create), head, list, delete, capabilities, space; default all
+ *                         (space only reaches a backend that has it: file:// and s3:// do not,
+ *                         so over them it draws nothing and the seeded fates stay as they were)
  *   seed=N                a non-negative integer; makes every random choice reproducible
  *
  * Durations are milliseconds and may end in `ms` or `s`. Probabilities lie in [0, 1] and
@@ -43,10 +45,10 @@
 import { access } from 'node:fs/promises';
 import { CofferError, RemoteError } from '../errors.js';
 import { mulberry32 } from '../seeded-random.js';
-import type { ByteRange, CallOptions, ObjectInfo, RemoteBackend, RemoteCapabilities } from './backend.js';
+import type { ByteRange, CallOptions, ObjectInfo, RemoteBackend, RemoteCapabilities, RemoteSpace } from './backend.js';
 import { sleep } from './sleep.js';
 
-export type FaultOp = 'capabilities' | 'put' | 'createExclusive' | 'get' | 'head' | 'list' | 'delete';
+export type FaultOp = 'capabilities' | 'put' | 'createExclusive' | 'get' | 'head' | 'list' | 'delete' | 'space';
 export type FaultKind = 'latency' | '5xx' | '429' | 'timeout' | 'reset' | 'truncate' | 'outage';
 export type ResetPhase = 'before' | 'after' | 'either';
 
@@ -87,7 +89,7 @@ export interface FaultyBackendOptions {
   now?: () => number;
 }
 
-export const FAULT_OPS: readonly FaultOp[] = ['capabilities', 'put', 'createExclusive', 'get', 'head', 'list', 'delete'];
+export const FAULT_OPS: readonly FaultOp[] = ['capabilities', 'put', 'createExclusive', 'get', 'head', 'list', 'delete', 'space'];
 const DEFAULT_HANG_MS = 30_000;
 
 export class FaultyBackend implements RemoteBackend {
@@ -143,6 +145,12 @@ export class FaultyBackend implements RemoteBackend {
 
   delete(key: string, options?: CallOptions): Promise<void> {
     return this.call('delete', key, options?.signal, () => this.inner.delete(key, options));
+  }
+
+  async space(options?: CallOptions): Promise<RemoteSpace | undefined> {
+    const inner = this.inner;
+    if (!inner.space) return undefined;
+    return this.call('space', '', options?.signal, () => inner.space!(options));
   }
 
   private async call<T>(

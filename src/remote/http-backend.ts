@@ -7,7 +7,7 @@
  * or key → BAD_ARGUMENT (retrying cannot help).
  */
 import { CofferError, RemoteError } from '../errors.js';
-import type { ByteRange, CallOptions, ObjectInfo, RemoteBackend, RemoteCapabilities } from './backend.js';
+import type { ByteRange, CallOptions, ObjectInfo, RemoteBackend, RemoteCapabilities, RemoteSpace } from './backend.js';
 import { exchange, type HttpAnswer } from './http-exchange.js';
 
 export interface HttpBackendOptions {
@@ -130,6 +130,31 @@ export class HttpBackend implements RemoteBackend {
       if (!page.next) return found;
       after = page.next;
     }
+  }
+
+  /**
+   * GET /v1/usage: the whole account's usage, whatever prefix this vault lives under (the
+   * quota is the account's). A server without the endpoint (404 NOT_FOUND) knows no limit.
+   */
+  async space(options?: CallOptions): Promise<RemoteSpace | undefined> {
+    const response = await this.send('GET', `${this.origin}/v1/usage`, 'usage', { signal: options?.signal });
+    if (response.status === 404) return undefined;
+    if (response.status !== 200) throw this.failure('usage', response);
+    let usage: { bytes?: unknown; objects?: unknown; quotaBytes?: unknown; quotaObjects?: unknown };
+    try {
+      usage = JSON.parse(response.body.toString('utf8')) as typeof usage;
+    } catch (err) {
+      throw new RemoteError('REMOTE_UNAVAILABLE', `usage at ${this.origin}: the answer is not JSON`, { cause: err });
+    }
+    const count = (value: unknown): number => (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 ? value : NaN);
+    const space: RemoteSpace = {
+      usedBytes: count(usage.bytes),
+      usedObjects: count(usage.objects),
+      quotaBytes: count(usage.quotaBytes),
+      quotaObjects: count(usage.quotaObjects),
+    };
+    if (Object.values(space).some(Number.isNaN)) throw new RemoteError('REMOTE_UNAVAILABLE', `usage at ${this.origin}: unexpected answer ${response.body.toString('utf8').slice(0, 200)}`);
+    return space;
   }
 
   async delete(key: string, options?: CallOptions): Promise<void> {

@@ -14,9 +14,9 @@
  *
  * Waits end at once when the call's AbortSignal aborts (rejecting with its reason, as every
  * backend call must); an upload that never went gives its bytes back. No timer outlives the
- * call that set it. Listing, head, delete and capabilities move little and are not counted.
+ * call that set it. Listing, head, delete, capabilities and space move little and are not counted.
  */
-import type { ByteRange, CallOptions, ObjectInfo, RemoteBackend, RemoteCapabilities } from './backend.js';
+import type { ByteRange, CallOptions, ObjectInfo, RemoteBackend, RemoteCapabilities, RemoteSpace } from './backend.js';
 import { sleep } from './sleep.js';
 
 export interface RateLimits {
@@ -119,6 +119,10 @@ export class RateLimitedBackend implements RemoteBackend {
 
   delete(key: string, options?: CallOptions): Promise<void> {
     return this.inner.delete(key, options);
+  }
+
+  async space(options?: CallOptions): Promise<RemoteSpace | undefined> {
+    return this.inner.space ? this.inner.space(options) : undefined;
   }
 
   /**

@@ -8,7 +8,7 @@
  * together. An aborted signal ends everything at once, a wait included.
  */
 import { RemoteError } from '../errors.js';
-import type { ByteRange, CallOptions, ObjectInfo, RemoteBackend, RemoteCapabilities } from './backend.js';
+import type { ByteRange, CallOptions, ObjectInfo, RemoteBackend, RemoteCapabilities, RemoteSpace } from './backend.js';
 import { sleep } from './sleep.js';
 
 export interface RetryOptions {
@@ -98,6 +98,12 @@ export class RetryingBackend implements RemoteBackend {
 
   delete(key: string, options?: CallOptions): Promise<void> {
     return this.retry('delete', key, options?.signal, () => this.inner.delete(key, options));
+  }
+
+  async space(options?: CallOptions): Promise<RemoteSpace | undefined> {
+    const inner = this.inner;
+    if (!inner.space) return undefined;
+    return this.retry('space', '', options?.signal, () => inner.space!(options));
   }
 
   private async retry<T>(op: string, key: string, signal: AbortSignal | undefined, attempt: () => Promise<T>): Promise<T> {

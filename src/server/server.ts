@@ -205,6 +205,7 @@ export class CofferServer {
       if (rawPath === '/metrics' && method === 'GET') return this.sendMetrics(res);
       const account = await this.authenticate(req);
       this.takeToken(await this.usageOf(account));
+      if (rawPath === '/v1/usage') return await this.sendUsage(account, method, res);
       if (rawPath === '/v1/objects' || rawPath === '/v1/objects/') {
         if (method !== 'GET') throw new ApiError('METHOD_NOT_ALLOWED', `${method} is not allowed on /v1/objects`);
         return await this.list(account, url, res);
@@ -360,6 +361,17 @@ export class CofferServer {
       usage.uploads -= 1;
       this.metrics.uploadsInProgress -= 1;
     }
+  }
+
+  /**
+   * GET /v1/usage: what the caller's account stores and may store, so a drive can refuse writes
+   * it could never upload. Uploads in progress are left out: the drive counts them as its own
+   * pending bytes until they land, and counting them here too would count them twice.
+   */
+  private async sendUsage(account: Account, method: string, res: ServerResponse): Promise<void> {
+    if (method !== 'GET') throw new ApiError('METHOD_NOT_ALLOWED', `${method} is not allowed on /v1/usage`);
+    const usage = await this.usageOf(account);
+    this.sendJson(res, 200, { bytes: usage.bytes, objects: usage.objects, quotaBytes: account.quotaBytes, quotaObjects: account.quotaObjects });
   }
 
   private async get(account: Account, key: string, req: IncomingMessage, res: ServerResponse): Promise<void> {

@@ -19,6 +19,14 @@ import { sodium } from '../crypto/sodium.js';
 import { INDEX_SCHEMA_VERSION } from '../index/schema.js';
 import type { Log } from '../logging.js';
 
+/** Told what reaches the remote and when it refuses for lack of room (the remote-space guard listens). */
+export interface UploadObserver {
+  /** One object of `bytes` is now stored on the remote. */
+  uploaded(bytes: number): void;
+  /** An upload failed with REMOTE_QUOTA. */
+  quotaExceeded(err: CofferError): void;
+}
+
 export interface SyncerOptions {
   index: VaultIndex;
   store: ChunkStore;
@@ -33,6 +41,7 @@ export interface SyncerOptions {
   /** Quiet time after the last change before the index is published. */
   publishDelayMs?: number;
   tickMs?: number;
+  observer?: UploadObserver;
 }
 
 export interface SyncState {
@@ -173,6 +182,7 @@ export class Syncer {
         })
         .catch((err) => {
           if (this.abort.signal.aborted) return;
+          if (isCofferError(err, 'REMOTE_QUOTA')) this.options.observer?.quotaExceeded(err);
           this.publishFailures++;
           this.nextPublishMs = Date.now() + Math.min(MAX_PUBLISH_BACKOFF_MS, 500 * 2 ** this.publishFailures);
           this.stats.lastError = `publishing the index: ${(err as Error).message}`;
@@ -215,6 +225,7 @@ export class Syncer {
       const started = Date.now();
       await backend.put(remoteKeys.chunk(hex), sealed, { signal: this.abort.signal });
       index.markUploaded(id);
+      this.options.observer?.uploaded(sealed.length);
       this.options.log.debug('uploaded chunk', { op: 'upload', chunk: hex, bytes: sealed.length, ms: Date.now() - started });
       store.scheduleEviction(); // an uploaded chunk may now leave a full cache
       this.stats.uploadedChunks++;
@@ -222,6 +233,7 @@ export class Syncer {
       this.stats.lastError = null;
     } catch (err) {
       if (this.abort.signal.aborted) return;
+      if (isCofferError(err, 'REMOTE_QUOTA')) this.options.observer?.quotaExceeded(err);
       this.failed(id, attempts, (err as Error).message);
     }
   }
@@ -400,10 +412,12 @@ export class Syncer {
         const id = randomBytes(32);
         const sealed = sealObject(metadataContext, ObjectType.SnapshotPart, id, part, { pad: true });
         await backend.put(remoteKeys.snapshotPart(id.toString('hex')), sealed, { signal });
+        this.options.observer?.uploaded(sealed.length);
         parts.push(id.toString('hex'));
         if (snapshot.length === 0) break;
       }
       const { counter, sealedManifest } = await this.createManifest(snapshot.length, parts, signal);
+      this.options.observer?.uploaded(sealedManifest.length);
       this.state = {
         writerId: this.state.writerId,
         lastManifest: counter,

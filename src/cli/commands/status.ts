@@ -1,4 +1,5 @@
 import type { DaemonStatus } from '../../daemon/daemon.js';
+import type { RemoteSpaceStatus } from '../../sync/remote-space.js';
 import { VaultIndex, type IndexCounts } from '../../index/vault-index.js';
 import { readConfig, volumeName } from '../../vault/config.js';
 import { vaultPaths } from '../../vault/layout.js';
@@ -68,6 +69,7 @@ async function renderStatus(path: string, json: boolean): Promise<string> {
       const eta = status.uploadEtaSeconds === null ? '' : `, about ${formatSeconds(status.uploadEtaSeconds)} to go`;
       lines.push(`uploading:  ${formatBytes(status.uploadRate)}/s${eta}`);
     }
+    lines.push(...remoteSpaceLines(status.remoteSpace));
     lines.push(`last publish: ${formatAgo(status.sync.lastPublishMs)}${status.sync.publishedChange < status.sync.changeCount ? ' (changes not yet published)' : ''}`);
     if (status.sync.lastError) lines.push(`last error: ${status.sync.lastError}`);
     for (const failing of status.uploadErrors.slice(0, 3)) {
@@ -76,6 +78,23 @@ async function renderStatus(path: string, json: boolean): Promise<string> {
     }
   }
   return lines.join('\n') + '\n';
+}
+
+/** The account's usage and quota as the server last reported it, and the room left for this drive. */
+function remoteSpaceLines(space: RemoteSpaceStatus | null | undefined): string[] {
+  if (!space) return [];
+  const objects = space.quotaObjects > 0 ? `, ${space.usedObjects} of ${space.quotaObjects} objects` : '';
+  const lines = [
+    space.quotaBytes > 0
+      ? `remote space: ${formatBytes(space.usedBytes)} used of ${formatBytes(space.quotaBytes)}${objects}; ${formatBytes(space.freeBytes ?? 0)} free for new writes (after ${formatBytes(space.unsentBytes)} not yet uploaded)`
+      : `remote space: ${formatBytes(space.usedBytes)} used, no byte quota${objects}`,
+  ];
+  if (space.full) {
+    const quota = space.quotaBytes > 0 ? `quota of ${formatBytes(space.quotaBytes)}` : 'quota';
+    lines.push(`remote full: the account's ${quota} is used; writes fail with ENOSPC until space is freed or the quota raised (what was written stays queued)`);
+  }
+  if (space.lastError) lines.push(`remote space: figures from ${formatAgo(space.checkedAtMs)}; asking again failed: ${space.lastError}`);
+  return lines;
 }
 
 function formatSeconds(seconds: number): string {
