@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -269,14 +269,19 @@ describe('a vault on coffer serve', () => {
     const copy = new Workspace('coffer-serve-clone-');
     try {
       await cofferOk(['init', ws.vault, '--remote', url], { env });
-      await ws.mount(ws.mnt, env);
+      // init kept the token in config.json, readable by its owner alone: mounts need no COFFER_TOKEN.
+      const config = statSync(ws.configPath);
+      expect(config.mode & 0o777).toBe(0o600);
+      expect(JSON.parse(readFileSync(ws.configPath, 'utf8')).token).toBe(tokens.a);
+      const noToken = { COFFER_TOKEN: '' };
+      await ws.mount(ws.mnt, noToken);
       const body = randomBytes(200_000); // under this server's object size limit (MAX_OBJECT)
       writeFileSync(ws.path('f'), body);
       const secretName = 'tax-return-of-alice-2026.txt';
       const secretText = Buffer.from('the plaintext the server must never see\n'.repeat(500));
       mkdirSync(ws.path('private-folder'));
       writeFileSync(ws.path(join('private-folder', secretName)), secretText);
-      await cofferOk(['sync', ws.mnt, '--wait'], { env });
+      await cofferOk(['sync', ws.mnt, '--wait'], { env: noToken });
       await ws.unmount();
 
       // The server's data directory holds no name, folder or plaintext of the vault.
@@ -291,7 +296,7 @@ describe('a vault on coffer serve', () => {
       }
 
       await cofferOk(['clone', url, copy.vault], { env });
-      await copy.mount(copy.mnt, env);
+      await copy.mount(copy.mnt, noToken);
       expect(readFileSync(copy.path('f')).equals(body)).toBe(true);
       expect(readFileSync(copy.path(join('private-folder', secretName))).equals(secretText)).toBe(true);
       await copy.unmount();

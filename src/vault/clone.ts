@@ -13,7 +13,7 @@ import { loadSodium } from '../crypto/sodium.js';
 import { VaultIndex } from '../index/vault-index.js';
 import { remoteKeys, type RemoteBackend } from '../remote/backend.js';
 import { manifestHash, manifestObjectId, writeSyncState, type Manifest } from '../sync/syncer.js';
-import { DEFAULT_CONFIG, openConfiguredBackend, writeConfig, type VaultConfig } from './config.js';
+import { DEFAULT_CONFIG, openConfiguredBackend, tokenToKeep, writeConfig, type VaultConfig } from './config.js';
 import { vaultPaths, type VaultPaths } from './layout.js';
 import { checkVolumeName, defaultVolumeName } from './volume-name.js';
 
@@ -48,6 +48,7 @@ export async function cloneVault(remote: string, vaultDir: string, obtainPassphr
     ...(options.s3Endpoint !== undefined && { s3Endpoint: options.s3Endpoint }),
     ...(options.s3Region !== undefined && { s3Region: options.s3Region }),
     ...(options.cacheSize !== undefined && { cacheSize: options.cacheSize }),
+    ...tokenToKeep(remote),
   };
   const backend = openConfiguredBackend(config);
 

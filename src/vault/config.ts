@@ -2,7 +2,7 @@
  * A vault's local settings (`config.json`, never uploaded) and the sizes users type
  * for them. Command-line flags override the file for one run.
  */
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { CofferError } from '../errors.js';
 import type { RemoteBackend } from '../remote/backend.js';
 import { FaultyBackend, parseFaultPlan } from '../remote/faulty-backend.js';
@@ -116,9 +116,19 @@ export function volumeName(config: Pick<VaultConfig, 'name'>, paths: Pick<VaultP
   return config.name ?? defaultVolumeName(paths.dir);
 }
 
+/** Readable by its owner alone: it may hold a remote's token. */
 export async function writeConfig(paths: VaultPaths, config: VaultConfig): Promise<void> {
-  await writeFile(paths.config + '.tmp', JSON.stringify(config, null, 2) + '\n');
+  await rm(paths.config + '.tmp', { force: true });
+  await writeFile(paths.config + '.tmp', JSON.stringify(config, null, 2) + '\n', { mode: 0o600 });
   await rename(paths.config + '.tmp', paths.config);
+}
+
+/**
+ * The token `init` and `clone` keep for an http(s):// remote: COFFER_TOKEN as given to them,
+ * so that later mounts (and the systemd service) need no environment of their own.
+ */
+export function tokenToKeep(remote: string, env: NodeJS.ProcessEnv = process.env): Pick<VaultConfig, 'token'> {
+  return /^https?:\/\//i.test(remote) && env.COFFER_TOKEN ? { token: env.COFFER_TOKEN } : {};
 }
 
 export function withOverrides(config: VaultConfig, overrides: ConfigOverrides = {}): VaultConfig {

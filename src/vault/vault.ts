@@ -12,7 +12,7 @@ import { loadSodium } from '../crypto/sodium.js';
 import { VaultIndex } from '../index/vault-index.js';
 import { remoteKeys } from '../remote/backend.js';
 import { vaultPaths, type VaultPaths } from './layout.js';
-import { DEFAULT_CONFIG, openConfiguredBackend, readConfig, writeConfig, type VaultConfig } from './config.js';
+import { DEFAULT_CONFIG, openConfiguredBackend, readConfig, tokenToKeep, writeConfig, type VaultConfig } from './config.js';
 import { checkVolumeName, defaultVolumeName } from './volume-name.js';
 
 export const DEFAULT_CHUNK_SIZE = 1024 * 1024;
@@ -52,6 +52,7 @@ export async function initVault(vaultDir: string, passphrase: string, options: I
     ...(options.s3Endpoint !== undefined && { s3Endpoint: options.s3Endpoint }),
     ...(options.s3Region !== undefined && { s3Region: options.s3Region }),
     ...(options.cacheSize !== undefined && { cacheSize: options.cacheSize }),
+    ...tokenToKeep(options.remote ?? ''),
   };
   const backend = openConfiguredBackend(config);
   const { header } = createVaultHeader(passphrase, { chunkSize: DEFAULT_CHUNK_SIZE });
