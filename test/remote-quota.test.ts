@@ -5,7 +5,6 @@
  * reaches the remote, status and statfs show the quota, and raising the quota lets writes
  * resume without a remount. An account without a quota behaves as before.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,42 +18,16 @@ import { HttpBackend } from '../src/remote/http-backend.js';
 import { openBackend } from '../src/remote/open-backend.js';
 import { RateLimitedBackend } from '../src/remote/rate-limited-backend.js';
 import { RetryingBackend } from '../src/remote/retrying-backend.js';
-import { CLI, cofferOk, Workspace } from './helpers/drive.js';
+import { cofferOk, Workspace } from './helpers/drive.js';
+import { startServe, type ServeProcess } from './helpers/serve.js';
 
 const MiB = 1024 * 1024;
 
 let dir: string;
 let data: string;
-let server: ChildProcess | undefined;
-let port = 0;
+let server: ServeProcess | undefined;
 let base = '';
 const workspaces: Workspace[] = [];
-
-async function startServer(): Promise<void> {
-  const child = spawn(process.execPath, [CLI, 'serve', '--listen', `127.0.0.1:${port}`, '--data', data], { stdio: ['ignore', 'pipe', 'pipe'] });
-  server = child;
-  let stderr = '';
-  child.stderr!.on('data', (d) => (stderr += d));
-  base = await new Promise<string>((resolvePromise, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d) => {
-      out += d;
-      const match = /listening on (http:\/\/\S+?)\/?\n/.exec(out);
-      if (match) resolvePromise(match[1]!);
-    });
-    child.once('exit', (code) => reject(new Error(`coffer serve exited (${code}): ${stderr}`)));
-  });
-  port = Number(new URL(base).port);
-}
-
-async function stopServer(): Promise<void> {
-  const child = server;
-  server = undefined;
-  if (!child || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  await exited;
-}
 
 async function addAccount(name: string, extra: string[] = []): Promise<string> {
   const { stdout } = await cofferOk(['serve', 'account', 'add', name, '--data', data, '--json', ...extra]);
@@ -114,7 +87,8 @@ async function driveOn(account: string, env: NodeJS.ProcessEnv): Promise<{ ws: W
 beforeAll(async () => {
   dir = fs.mkdtempSync(join(tmpdir(), 'coffer-quota-'));
   data = join(dir, 'data');
-  await startServer();
+  server = await startServe(['--listen', '127.0.0.1:0', '--data', data]);
+  base = server.base;
 });
 
 afterEach(async () => {
@@ -122,7 +96,7 @@ afterEach(async () => {
 });
 
 afterAll(async () => {
-  await stopServer();
+  await server?.stop();
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
