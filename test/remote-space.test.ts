@@ -62,8 +62,9 @@ describe('RemoteSpaceGuard', () => {
     // Uploads move bytes from unsent to used: no new room.
     world.queued = { chunks: 0, bytes: 0 };
     guard.uploaded(2 * MiB);
+    world.answer = { ...world.answer!, usedBytes: 3 * MiB, usedObjects: 3 }; // the server has them too
     world.clock += 1000;
-    expect(() => guard.admit(2000)).toThrow(RemoteSpaceError);
+    await expect(guard.admit(2000)).rejects.toThrow(RemoteSpaceError); // asked again first: still no room
   });
 
   it('has no limit without a quota, or without an answer', async () => {
@@ -97,20 +98,29 @@ describe('RemoteSpaceGuard', () => {
     expect(guard.status()!.full).toBe(false);
   });
 
-  it('asks again when it refuses a write, at most once a second, so writes resume without a remount', async () => {
+  it('asks again before refusing a write, at most once a second, so the first write after room appears succeeds', async () => {
     const { guard, world } = setup({ usedBytes: 9 * MiB, usedObjects: 9, quotaBytes: 10 * MiB, quotaObjects: 0 });
     await guard.refresh();
     const asked = world.asked;
     expect(() => guard.admit(2 * MiB)).toThrow(RemoteSpaceError);
     expect(() => guard.admit(2 * MiB)).toThrow(RemoteSpaceError);
-    expect(world.asked).toBe(asked); // within a second of the last question
+    expect(world.asked).toBe(asked); // within a second of the last question: refused at once
+    expect(guard.status()!.full).toBe(true);
     world.answer = { ...world.answer!, quotaBytes: 20 * MiB };
     world.clock += 1000;
-    expect(() => guard.admit(2 * MiB)).toThrow(RemoteSpaceError); // refused now; the question is under way
+    await guard.admit(2 * MiB); // waited for the fresh figures, which have room
     expect(world.asked).toBe(asked + 1);
-    await guard.refresh();
     expect(guard.status()!.full).toBe(false);
-    guard.admit(2 * MiB);
+  });
+
+  it('refuses after a bounded wait when the server does not answer', async () => {
+    const { guard, world } = setup({ usedBytes: 9 * MiB, usedObjects: 9, quotaBytes: 10 * MiB, quotaObjects: 0 });
+    await guard.refresh();
+    world.clock += 1000;
+    (guard as unknown as { options: { fetch: () => Promise<never> } }).options.fetch = () => new Promise<never>(() => {});
+    const started = Date.now();
+    await expect(guard.admit(2 * MiB)).rejects.toThrow(RemoteSpaceError);
+    expect(Date.now() - started).toBeLessThan(5000);
   });
 
   it('refuses writes when the object quota leaves no room', async () => {

@@ -39,10 +39,10 @@ export interface FileDataOptions {
   now?: () => number;
   /**
    * Asked before a write is acknowledged with the bytes it brings (overwrites count as new:
-   * cheaper than finding out, and never too few); throws to refuse the write, which then
-   * changes nothing. The remote-space guard answers it (src/sync/remote-space.ts).
+   * cheaper than finding out, and never too few); throws (or rejects) to refuse the write,
+   * which then changes nothing. The remote-space guard answers it (src/sync/remote-space.ts).
    */
-  admitWrite?: (bytes: number) => void;
+  admitWrite?: (bytes: number) => void | Promise<void>;
 }
 
 interface ChunkBuffer {
@@ -189,7 +189,8 @@ export class FileData {
     await this.fileLock.run(ino, async () => {
       const st = this.state(ino);
       this.raiseSavedError(st);
-      this.options.admitWrite?.(data.length);
+      const admitting = this.options.admitWrite?.(data.length);
+      if (admitting) await admitting; // only a write that may not fit waits (for the server's figures)
       const now = this.now();
       let done = 0;
       while (done < data.length) {

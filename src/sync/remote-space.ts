@@ -25,9 +25,9 @@
  * guard in "remote full" until a refresh shows more room than there was when it refused.
  *
  * Refreshes: at mount, every `refreshMs` while the account has a quota (or is full), seldom
- * otherwise, after an upload fails with REMOTE_QUOTA, and — at most once a second — when a
- * write is refused, so that writes resume without a remount once room appears. A refused
- * write never waits for the answer. Nothing here knows FUSE; the daemon wires it to FileData
+ * otherwise, after an upload fails with REMOTE_QUOTA, and — at most once a second — before a
+ * write that does not fit is refused (that write waits up to REFUSAL_WAIT_MS for the answer),
+ * so that writes resume without a remount once room appears. Nothing here knows FUSE; the daemon wires it to FileData
  * (admitWrite), the filesystem (statfs) and the syncer (uploads).
  */
 import type { CofferError } from '../errors.js';
@@ -51,6 +51,8 @@ const OBJECT_RESERVE = 8;
 const ESTIMATE_TTL_MS = 250;
 /** Refreshes asked for by refused writes or refused uploads come at most this often. */
 const MIN_REFRESH_GAP_MS = 1000;
+/** How long a write that does not fit waits for the server's fresh figures before it is refused. */
+const REFUSAL_WAIT_MS = 2000;
 
 export interface Holding {
   chunks: number;
@@ -210,33 +212,51 @@ export class RemoteSpaceGuard {
     this.refreshSoon();
   }
 
-  /** Throws RemoteSpaceError unless `bytes` more fit in the account; called before a write is acknowledged. */
-  admit(bytes: number): void {
+  /**
+   * Admits `bytes` more, or refuses them with RemoteSpaceError; called before a write is
+   * acknowledged. A write that fits is answered at once. One that does not fit, on figures a
+   * second old or more, first asks the server again and waits for the answer (at most
+   * REFUSAL_WAIT_MS; concurrent writes share the question): so the first write after a quota
+   * was raised or space freed succeeds. Within a second of the last question it is refused at once.
+   */
+  admit(bytes: number): void | Promise<void> {
     if (bytes <= 0 || (!this.limited() && !this.quotaRefused)) return;
-    let free = this.estimatedFree(false);
-    if (free < bytes) free = this.estimatedFree(true); // fresh figures before refusing
-    if (bytes <= free) {
-      this.admittedSince += bytes;
-      if (this.refusingBytes > 0) {
-        this.refusingBytes = 0;
-        this.options.log.info(`writes are accepted again: ${free} bytes free for new data on the remote account`, { op: 'space' });
-      }
-      return;
+    if (this.fits(bytes)) return;
+    if (this.options.fetch && this.now() - this.lastRefreshMs >= MIN_REFRESH_GAP_MS) {
+      let waited: NodeJS.Timeout | undefined;
+      const answerOrTimeout = Promise.race([this.refresh(), new Promise<void>((resolve) => (waited = setTimeout(resolve, REFUSAL_WAIT_MS)))]);
+      return answerOrTimeout.then(() => {
+        clearTimeout(waited);
+        if (!this.fits(bytes)) this.refuse(bytes);
+      });
     }
+    this.refuse(bytes);
+  }
+
+  private fits(bytes: number): boolean {
+    let free = this.estimatedFree(false);
+    if (free < bytes) free = this.estimatedFree(true); // fresh local figures before refusing
+    if (bytes > free) return false;
+    this.admittedSince += bytes;
+    if (this.refusingBytes > 0) {
+      this.refusingBytes = 0;
+      this.options.log.info(`writes are accepted again: ${free} bytes free for new data on the remote account`, { op: 'space' });
+    }
+    return true;
+  }
+
+  private refuse(bytes: number): never {
+    const free = Math.max(0, this.estimatedFree(false));
     if (this.refusingBytes === 0) {
       this.options.log.warn(
-        `refusing writes with ENOSPC: the remote account has ${Math.max(0, free)} bytes free for new data once what is not uploaded yet is counted` +
+        `refusing writes with ENOSPC: the remote account has ${free} bytes free for new data once what is not uploaded yet is counted` +
           `${this.space?.quotaBytes ? ` (quota ${this.space.quotaBytes} bytes)` : ''}`,
         { op: 'space', neededBytes: bytes },
       );
     }
     this.refusingBytes = bytes;
     this.refreshSoon();
-    throw new RemoteSpaceError(
-      `the remote account is full: ${bytes} bytes do not fit in the ${Math.max(0, free)} bytes left for new data`,
-      bytes,
-      Math.max(0, free),
-    );
+    throw new RemoteSpaceError(`the remote account is full: ${bytes} bytes do not fit in the ${free} bytes left for new data`, bytes, free);
   }
 
   /** For statfs: the byte quota as the size and what writes may still add as free; undefined without a byte quota. */
