@@ -239,6 +239,24 @@ describe('command line', () => {
     expect(wrong.code).toBe(1);
   });
 
+  it('leaves nothing behind when init cannot reach the remote, so the same init can be retried', async () => {
+    const ws = new Workspace();
+    workspaces.push(ws);
+    // Nothing listens on port 1: the remote is unreachable.
+    const failed = await coffer(['init', ws.vault, '--remote', 'http://127.0.0.1:1/v/'], { env: { COFFER_TOKEN: 'cft_x' } });
+    expect(failed.code).toBe(1);
+    expect(failed.stderr).toMatch(/ECONNREFUSED/);
+    expect(fs.existsSync(ws.vault)).toBe(false);
+    // An empty directory the user made stays, empty.
+    fs.mkdirSync(ws.vault);
+    expect((await coffer(['init', ws.vault, '--remote', 'http://127.0.0.1:1/v/'], { env: { COFFER_TOKEN: 'cft_x' } })).code).toBe(1);
+    expect(fs.readdirSync(ws.vault)).toEqual([]);
+    await cofferOk(['init', ws.vault]);
+    await ws.mount();
+    fs.writeFileSync(ws.path('f'), 'retried');
+    await ws.unmount();
+  });
+
   it('rejects bad arguments with usage errors', async () => {
     expect((await coffer([])).code).toBe(2);
     expect((await coffer(['frobnicate'])).code).toBe(2);

@@ -2,7 +2,8 @@
  * Creating and opening vaults: the header (keys), the local config, the index file,
  * and the remote that receives a copy of the header.
  */
-import { mkdir, readdir, readFile, writeFile, rename, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { CofferError, isCofferError } from '../errors.js';
 import { createVaultHeader, parseHeaderJson, serializeHeader, unlockVaultHeader, verifyVaultHeader, type VaultHeader } from '../crypto/header.js';
@@ -39,9 +40,11 @@ export interface InitOptions {
 export async function initVault(vaultDir: string, passphrase: string, options: InitOptions = {}): Promise<VaultPaths> {
   await loadSodium();
   const paths = vaultPaths(vaultDir);
+  let dirExisted = true;
   const existing: string[] = await readdir(paths.dir).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT') return [];
-    throw err;
+    if (err.code !== 'ENOENT') throw err;
+    dirExisted = false;
+    return [];
   });
   if (existing.includes('vault.json')) throw new CofferError('VAULT_EXISTS', `${paths.dir} already holds a vault`);
   if (existing.length > 0) throw new CofferError('VAULT_EXISTS', `${paths.dir} is not empty; choose a new or empty directory`);
@@ -57,21 +60,31 @@ export async function initVault(vaultDir: string, passphrase: string, options: I
   const backend = openConfiguredBackend(config);
   const { header } = createVaultHeader(passphrase, { chunkSize: DEFAULT_CHUNK_SIZE });
 
-  await mkdir(paths.state, { recursive: true });
-  await mkdir(paths.cache, { recursive: true });
-  if (!options.remote) await mkdir(paths.embeddedRemote, { recursive: true });
-  const now = Date.now();
-  new VaultIndex(paths.index, { create: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, nowMs: now } }).close();
-  await writeConfig(paths, config);
-  await backend.createExclusive(remoteKeys.header, Buffer.from(serializeHeader(header))).catch((err) => {
-    if (isCofferError(err, 'REMOTE_EXISTS')) {
-      throw new CofferError('VAULT_EXISTS', `the remote ${backend.description} already holds a vault`);
+  try {
+    await mkdir(paths.state, { recursive: true });
+    await mkdir(paths.cache, { recursive: true });
+    if (!options.remote) await mkdir(paths.embeddedRemote, { recursive: true });
+    const now = Date.now();
+    new VaultIndex(paths.index, { create: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, nowMs: now } }).close();
+    await writeConfig(paths, config);
+    await backend.createExclusive(remoteKeys.header, Buffer.from(serializeHeader(header))).catch((err) => {
+      if (isCofferError(err, 'REMOTE_EXISTS')) {
+        throw new CofferError('VAULT_EXISTS', `the remote ${backend.description} already holds a vault`);
+      }
+      throw err;
+    });
+    // The header goes last: a directory without it is not a vault.
+    await writeFile(paths.header + '.tmp', serializeHeader(header));
+    await rename(paths.header + '.tmp', paths.header);
+  } catch (err) {
+    // The directory was new or empty: leave it so again, and the same init can simply be retried.
+    if (dirExisted) {
+      for (const entry of await readdir(paths.dir).catch(() => [])) await rm(join(paths.dir, entry), { recursive: true, force: true });
+    } else {
+      await rm(paths.dir, { recursive: true, force: true });
     }
     throw err;
-  });
-  // The header goes last: a directory without it is not a vault, so a failed init can simply be retried.
-  await writeFile(paths.header + '.tmp', serializeHeader(header));
-  await rename(paths.header + '.tmp', paths.header);
+  }
   return paths;
 }
 
