@@ -270,33 +270,17 @@ export class S3Backend implements RemoteBackend {
 
   async list(prefix: string, options?: CallOptions): Promise<ObjectInfo[]> {
     const found: ObjectInfo[] = [];
-    let token: string | undefined;
-    let startAfter: string | undefined;
+    let from: { token?: string; startAfter?: string } = {};
     for (;;) {
-      const query: Record<string, string> = {
-        'list-type': '2',
-        prefix: this.prefix + prefix,
-        'max-keys': String(this.listPageSize),
-      };
-      if (token !== undefined) query['continuation-token'] = token;
-      else if (startAfter !== undefined) query['start-after'] = startAfter;
-      const response = await this.send({ method: 'GET', query }, 'LIST', options?.signal);
-      if (response.status !== 200) throw this.failure('LIST', prefix, response);
-      const page = parseListPage(response.body.toString('utf8'));
-      for (const { key, size } of page.objects) {
-        if (!key.startsWith(this.prefix)) continue;
-        const relative = key.slice(this.prefix.length);
-        if (relative.startsWith(PROBE_DIR)) continue;
-        found.push({ key: relative, size });
-      }
+      const page = await this.requestListPage(prefix, from, this.listPageSize, options?.signal);
+      for (const object of page.objects) if (!object.key.startsWith(PROBE_DIR)) found.push(object);
       if (!page.truncated) break;
       const last = page.objects.at(-1)?.key;
-      if (page.nextToken !== undefined && page.nextToken !== token) {
-        token = page.nextToken;
-      } else if (last !== undefined && last !== startAfter) {
+      if (page.nextToken !== undefined && page.nextToken !== from.token) {
+        from = { token: page.nextToken };
+      } else if (last !== undefined && last !== from.startAfter) {
         // Some servers omit the token: carry on after the last key seen.
-        token = undefined;
-        startAfter = last;
+        from = { startAfter: last };
       } else {
         throw new RemoteError('REMOTE_UNAVAILABLE', `S3 LIST ${this.where(prefix)}: truncated page with no way to continue`);
       }
@@ -309,17 +293,28 @@ export class S3Backend implements RemoteBackend {
    * `prefix` and sorts after `startAfter` (both relative to this remote's prefix), in key order.
    */
   async listPage(prefix: string, startAfter: string, maxKeys: number, options?: CallOptions): Promise<{ objects: ObjectInfo[]; truncated: boolean }> {
-    const query: Record<string, string> = {
-      'list-type': '2',
-      prefix: this.prefix + prefix,
-      'max-keys': String(Math.max(1, Math.min(1000, maxKeys))),
-    };
-    if (startAfter !== '') query['start-after'] = this.prefix + startAfter;
-    const response = await this.send({ method: 'GET', query }, 'LIST', options?.signal);
+    const { objects, truncated } = await this.requestListPage(prefix, startAfter === '' ? {} : { startAfter }, Math.max(1, Math.min(1000, maxKeys)), options?.signal);
+    return { objects, truncated };
+  }
+
+  /**
+   * One ListObjectsV2 request, continuing from a continuation token or after a key (relative to
+   * this remote's prefix); the keys it answers are made relative to the prefix too.
+   */
+  private async requestListPage(
+    prefix: string,
+    from: { token?: string; startAfter?: string },
+    maxKeys: number,
+    signal?: AbortSignal,
+  ): Promise<{ objects: ObjectInfo[]; truncated: boolean; nextToken?: string }> {
+    const query: Record<string, string> = { 'list-type': '2', prefix: this.prefix + prefix, 'max-keys': String(maxKeys) };
+    if (from.token !== undefined) query['continuation-token'] = from.token;
+    else if (from.startAfter !== undefined) query['start-after'] = this.prefix + from.startAfter;
+    const response = await this.send({ method: 'GET', query }, 'LIST', signal);
     if (response.status !== 200) throw this.failure('LIST', prefix, response);
     const page = parseListPage(response.body.toString('utf8'));
     const objects = page.objects.filter((o) => o.key.startsWith(this.prefix)).map((o) => ({ key: o.key.slice(this.prefix.length), size: o.size }));
-    return { objects, truncated: page.truncated };
+    return { objects, truncated: page.truncated, nextToken: page.nextToken };
   }
 
   async delete(key: string, options?: CallOptions): Promise<void> {
@@ -386,7 +381,6 @@ export class S3Backend implements RemoteBackend {
     const body = request.body === undefined || Buffer.isBuffer(request.body) ? request.body : request.body.open();
     return exchangeStreaming({ method, url, headers, body, signal, timeoutMs: this.timeoutMs }, `S3 ${op} ${this.where(request.key ?? '')}`);
   }
-
 
   private where(key: string): string {
     return `s3://${this.bucket}/${this.prefix}${key} at ${this.endpoint.origin}`;
