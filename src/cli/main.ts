@@ -294,7 +294,7 @@ async function main(): Promise<void> {
               idleTimeoutMs: seconds('--idle-timeout', argv['idle-timeout']),
             }),
         )
-        .command('account', 'manage the accounts of a coffer serve data directory', (yy) =>
+        .command('account', 'manage the accounts of a coffer serve data directory or bucket', (yy) =>
           yy
             .command(
               'add <name>',
