@@ -26,10 +26,18 @@ export type CofferErrorCode =
   | 'REMOTE_EXISTS'
   /** The remote refuses more data: the account's quota (or the server's disk) is full. */
   | 'REMOTE_QUOTA'
+  /** The remote refuses this drive's token or credentials (HTTP 401/403): retrying cannot help. */
+  | 'REMOTE_UNAUTHORIZED'
+  /** The remote refuses the request itself for good (a 4xx other than the above): retrying cannot help. */
+  | 'REMOTE_REFUSED'
+  /** Another writer published to this vault: this copy may not publish over it. */
+  | 'REMOTE_CONFLICT'
   | 'REMOTE_ROLLBACK'
   | 'BAD_ARGUMENT'
   | 'NO_PASSPHRASE'
   | 'DAEMON_FAILED'
+  /** A wait ended before everything was on the remote: its bound ran out, or the remote refused. */
+  | 'SYNC_INCOMPLETE'
   /** A file holding a secret can be read or changed by other users. */
   | 'UNSAFE_PERMISSIONS'
   /** Nothing of the kind is installed (e.g. no service unit for a vault). */
@@ -74,10 +82,29 @@ export class FormatError extends CofferError {
   }
 }
 
-/** A remote backend failure; `code` tells whether it is worth retrying. */
+export type RemoteErrorCode =
+  | 'REMOTE_UNAVAILABLE'
+  | 'REMOTE_NOT_FOUND'
+  | 'REMOTE_EXISTS'
+  | 'REMOTE_QUOTA'
+  | 'REMOTE_UNAUTHORIZED'
+  | 'REMOTE_REFUSED';
+
+/**
+ * Remote failures that retrying the same request cannot fix: the server said no (a full
+ * account, a refused token, a request it will never take) or another writer took the vault.
+ * Sync stops retrying them at its usual pace, shows them in status, and ends `sync --wait`.
+ */
+export const REFUSAL_CODES: ReadonlySet<CofferErrorCode> = new Set(['REMOTE_QUOTA', 'REMOTE_UNAUTHORIZED', 'REMOTE_REFUSED', 'REMOTE_CONFLICT']);
+
+export function isRefusal(err: unknown): err is CofferError {
+  return err instanceof CofferError && REFUSAL_CODES.has(err.code);
+}
+
+/** A remote backend failure; `code` tells whether it is worth retrying (only REMOTE_UNAVAILABLE is). */
 export class RemoteError extends CofferError {
   constructor(
-    code: 'REMOTE_UNAVAILABLE' | 'REMOTE_NOT_FOUND' | 'REMOTE_EXISTS' | 'REMOTE_QUOTA',
+    code: RemoteErrorCode,
     message: string,
     options?: { cause?: unknown },
   ) {

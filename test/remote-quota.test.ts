@@ -118,7 +118,7 @@ describe('GET /v1/usage and RemoteBackend.space', () => {
       () => undefined,
       (err: CofferError) => err.code,
     );
-    expect(refused).toBe('BAD_ARGUMENT');
+    expect(refused).toBe('REMOTE_UNAUTHORIZED');
     const post = await fetch(`${base}/v1/usage`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
     expect(post.status).toBe(405);
   });

@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { RemoteError, RemoteSpaceError } from '../src/errors.js';
 import type { RemoteSpace } from '../src/remote/backend.js';
-import { RemoteSpaceGuard, type Holding } from '../src/sync/remote-space.js';
+import { OVERSHOOT_BOUND_BYTES, RemoteSpaceGuard, type Holding } from '../src/sync/remote-space.js';
 
 const MiB = 1024 * 1024;
 const quiet = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} };
@@ -79,23 +79,112 @@ describe('RemoteSpaceGuard', () => {
     expect(silent.guard.status()).toBeUndefined();
   });
 
-  it('refuses every write after the server refused an upload, until it reports more room than then', async () => {
-    const { guard, world } = setup({ usedBytes: MiB, usedObjects: 1, quotaBytes: 100 * MiB, quotaObjects: 0 });
+  it('after a refused upload, holds writes only until the server answers a question asked after it', async () => {
+    const { guard, world } = setup({ usedBytes: 90 * MiB, usedObjects: 90, quotaBytes: 100 * MiB, quotaObjects: 0 });
     await guard.refresh();
-    guard.admit(MiB);
+    world.queued = { chunks: 3, bytes: 3 * MiB };
+    world.answer = { ...world.answer!, usedBytes: 99 * MiB }; // another device filled the account
     guard.quotaExceeded(new RemoteError('REMOTE_QUOTA', '507 QUOTA_EXCEEDED'));
+    expect(() => guard.admit(1)).toThrow(RemoteSpaceError); // until the server has answered
+    await guard.refresh(); // asked at once; the figures now say full
     expect(() => guard.admit(1)).toThrow(RemoteSpaceError);
-    await guard.refresh(); // the figures when it refused: plenty of room by our count, but the server said no
-    world.clock += 20_000;
-    await guard.refresh();
-    expect(() => guard.admit(1)).toThrow(RemoteSpaceError);
+    expect(guard.status()).toMatchObject({ full: true, freeBytes: 0 });
     expect(world.rooms).toBe(0);
-    world.answer = { ...world.answer!, quotaBytes: 200 * MiB };
-    world.clock += 20_000;
+    // Files deleted elsewhere: the next answer shows room, whatever the figures were when it refused.
+    world.answer = { ...world.answer!, usedBytes: 50 * MiB };
+    world.clock += 5000;
     await guard.refresh();
-    expect(world.rooms).toBe(1);
+    expect(world.rooms).toBe(1); // the refused uploads are retried now
     guard.admit(MiB);
     expect(guard.status()!.full).toBe(false);
+    // Refused again after that (room for one chunk, not all): asked again, and the figures decide again.
+    world.answer = { ...world.answer!, usedBytes: 99 * MiB };
+    guard.quotaExceeded(new RemoteError('REMOTE_QUOTA', '507 QUOTA_EXCEEDED'));
+    await guard.refresh();
+    expect(() => guard.admit(MiB)).toThrow(RemoteSpaceError);
+    world.answer = { ...world.answer!, quotaBytes: 200 * MiB };
+    world.clock += 5000;
+    await guard.refresh();
+    expect(world.rooms).toBe(2);
+    guard.admit(MiB);
+  });
+
+  it('takes the server at its word when it refuses uploads its own figures have room for', async () => {
+    const { guard, world } = setup({ usedBytes: MiB, usedObjects: 1, quotaBytes: 100 * MiB, quotaObjects: 0 });
+    await guard.refresh();
+    world.queued = { chunks: 1, bytes: MiB };
+    guard.quotaExceeded(new RemoteError('REMOTE_QUOTA', '507 QUOTA_EXCEEDED'));
+    await guard.refresh();
+    expect(world.rooms).toBe(1); // its figures show room: retried
+    guard.admit(1);
+    guard.quotaExceeded(new RemoteError('REMOTE_QUOTA', '507 QUOTA_EXCEEDED')); // refused again: its disk, not the quota
+    await guard.refresh();
+    expect(() => guard.admit(1)).toThrow(RemoteSpaceError);
+    expect(guard.status()!.full).toBe(true);
+    expect(world.rooms).toBe(1); // not retried on every answer
+    world.clock += 30_000;
+    await guard.refresh();
+    expect(world.rooms).toBe(2); // but now and then
+    guard.uploaded(MiB); // and its acceptance ends it
+    guard.admit(1);
+    expect(guard.status()!.full).toBe(false);
+  });
+
+  it('never shows more used than the quota, even with uploads counted on top of an answer', async () => {
+    const { guard, world } = setup({ usedBytes: 9 * MiB, usedObjects: 9, quotaBytes: 10 * MiB, quotaObjects: 0 });
+    await guard.refresh();
+    guard.uploaded(3 * MiB); // already in the answer: counted twice until the next one
+    const status = guard.status()!;
+    expect(status.usedBytes).toBeLessThanOrEqual(status.quotaBytes);
+    expect(status.freeBytes).toBe(0);
+    expect(status.full).toBe(true);
+    expect(guard.capacity()!.freeBytes).toBe(0);
+    world.answer = { ...world.answer!, usedBytes: 12 * MiB }; // the server itself says it is past a lowered quota
+    await guard.refresh();
+    expect(guard.status()!.usedBytes).toBe(12 * MiB);
+  });
+
+  it('asks again after every few MiB admitted, and waits for that answer rather than run past a lowered quota', async () => {
+    const { guard, world } = setup({ usedBytes: 0, usedObjects: 0, quotaBytes: 1024 * MiB, quotaObjects: 0 });
+    await guard.refresh();
+    const asked = world.asked;
+    let admitted = 0;
+    for (let i = 0; i < 8; i++) {
+      await guard.admit(MiB);
+      admitted += MiB;
+    }
+    world.uncommitted = { chunks: 8, bytes: admitted };
+    world.answer = { ...world.answer!, quotaBytes: 4 * MiB }; // lowered on the server
+    // The next write sends a question; writes go on until another ASK_EVERY_BYTES, then wait for it.
+    let refused = 0;
+    for (let i = 0; i < 40; i++) {
+      try {
+        await guard.admit(MiB);
+        admitted += MiB;
+        world.uncommitted = { chunks: world.uncommitted.chunks + 1, bytes: admitted };
+      } catch (err) {
+        if (!(err instanceof RemoteSpaceError)) throw err;
+        refused++;
+      }
+    }
+    expect(world.asked).toBeGreaterThan(asked);
+    expect(refused).toBeGreaterThan(0);
+    // Past the lowered quota by no more than the stated bound.
+    expect(admitted - 4 * MiB).toBeLessThanOrEqual(8 * MiB + OVERSHOOT_BOUND_BYTES);
+  });
+
+  it('learns the quota when a server that was unreachable at mount answers', async () => {
+    const { guard, world } = setup({ usedBytes: 0, usedObjects: 0, quotaBytes: 10 * MiB, quotaObjects: 0 });
+    const real = (guard as unknown as { options: { fetch: (s: AbortSignal) => Promise<RemoteSpace | undefined> } }).options;
+    const answer = real.fetch;
+    real.fetch = () => Promise.reject(new RemoteError('REMOTE_UNAVAILABLE', 'ECONNREFUSED'));
+    await guard.refresh();
+    guard.admit(100 * MiB); // offline: no limit known
+    expect(guard.status()).toBeUndefined();
+    real.fetch = answer;
+    await guard.refresh();
+    expect(world.asked).toBe(1);
+    expect(() => guard.admit(20 * MiB)).toThrow(RemoteSpaceError);
   });
 
   it('asks again before refusing a write, at most once a second, so the first write after room appears succeeds', async () => {

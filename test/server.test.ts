@@ -118,7 +118,7 @@ describe('coffer serve', () => {
       expect(answer.json?.error?.code).toBe('UNAUTHORIZED');
     }
     const err = await failure(backend('cft_wrong').get('x'));
-    expect(err.code).toBe('BAD_ARGUMENT');
+    expect(err.code).toBe('REMOTE_UNAUTHORIZED');
     expect(err.message).toMatch(/UNAUTHORIZED.*COFFER_TOKEN/);
     expect(() => openBackend(`${base}/`, { env: {} })).toThrow(/COFFER_TOKEN/);
     expect(openBackend(`${base}/`, { env: {}, token: tokens.a })).toBeInstanceOf(RetryingBackend);

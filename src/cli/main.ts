@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * The `coffer` command line. Exit codes: 0 success, 1 the command failed (the
- * message says why), 2 the command line itself was wrong.
+ * message says why; a refusal by the remote server is one), 2 the command line itself was wrong.
  */
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
@@ -120,7 +120,7 @@ async function main(): Promise<void> {
             type: 'boolean',
             describe: 'first wait until the remote holds everything (with progress); --no-wait-sync: do not wait and do not ask. Without either, a terminal is asked',
           })
-          .option('timeout', { type: 'number', describe: 'with --wait-sync: wait at most this many seconds, then unmount anyway (the rest stays queued)' })
+          .option('timeout', { type: 'number', describe: 'with --wait-sync: wait at most this many seconds, then unmount anyway (the rest stays queued; exit 1)' })
           .option('json', { type: 'boolean', default: false, describe: 'print what was unmounted and what is not uploaded yet as JSON; never asks (waits only with --wait-sync)' })
           .example('$0 unmount ~/Coffer', 'unmount now; says what is not uploaded yet (on a terminal, offers to wait)')
           .example('$0 unmount ~/Coffer --wait-sync --timeout 60', 'upload for up to a minute, then unmount')
@@ -145,10 +145,16 @@ async function main(): Promise<void> {
       (y) =>
         y
           .positional('target', { type: 'string', demandOption: true })
-          .option('wait', { type: 'boolean', default: false, describe: 'show progress and return only when the remote holds everything written before the call' })
-          .option('json', { type: 'boolean', default: false, describe: 'with --wait: print the final status as JSON' })
-          .example('$0 sync ~/Coffer --wait', ''),
-      (argv) => syncCommand({ target: argv.target, wait: argv.wait, json: argv.json }),
+          .option('wait', {
+            type: 'boolean',
+            default: false,
+            describe: 'show progress; exit 0 once the remote holds everything written before the call, 1 when the remote refuses (token, full account) or --timeout runs out',
+          })
+          .option('timeout', { type: 'number', describe: 'with --wait: wait at most this many seconds (the upload carries on in the background)' })
+          .option('json', { type: 'boolean', default: false, describe: 'with --wait: print the final status as JSON (with synced and reason)' })
+          .example('$0 sync ~/Coffer --wait', '')
+          .example('$0 sync ~/Coffer --wait --timeout 300', 'give up waiting after five minutes'),
+      (argv) => syncCommand({ target: argv.target, wait: argv.wait, timeout: argv.timeout, json: argv.json }),
     )
     .command(
       'clone <remote-url> <vault-dir>',

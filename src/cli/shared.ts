@@ -12,6 +12,15 @@ export const say = (line: string) => process.stderr.write(line + '\n');
 /** With --json: the command's result as one JSON object on one line of stdout. */
 export const printJson = (value: unknown) => process.stdout.write(JSON.stringify(value) + '\n');
 
+/** A `--timeout`-like option in seconds (0 or more), as milliseconds; undefined when not given. */
+export function secondsOption(flag: string, seconds: number | undefined): number | undefined {
+  if (seconds === undefined) return undefined;
+  if (!Number.isFinite(seconds) || seconds < 0) {
+    throw new CofferError('BAD_ARGUMENT', `${flag} takes a number of seconds, 0 or more (got ${String(seconds)})`);
+  }
+  return seconds * 1000;
+}
+
 export async function waitFor(condition: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await condition())) {

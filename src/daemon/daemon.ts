@@ -9,7 +9,7 @@
 import { resolve } from 'node:path';
 import { stat } from 'node:fs/promises';
 import type { Server } from 'node:net';
-import { CofferError, RemoteError, isCofferError } from '../errors.js';
+import { CofferError, RemoteError, isCofferError, isRefusal } from '../errors.js';
 import { ChunkStore } from '../chunks/chunk-store.js';
 import { WorkerSealer } from '../chunks/chunk-sealer.js';
 import { ChunkCollector } from '../chunks/collector.js';
@@ -21,7 +21,7 @@ import { OpStats, type OpSummary } from '../fs/op-stats.js';
 import { vaultMountOptions } from '../fs/mount-options.js';
 import { findMount, isStaleMount, forceUnmount } from '../fs/mountinfo.js';
 import { remoteKeys, type RemoteBackend } from '../remote/backend.js';
-import { Syncer, type SyncStatus } from '../sync/syncer.js';
+import { Syncer, type SyncRefusal, type SyncStatus } from '../sync/syncer.js';
 import { RemoteSpaceGuard, type RemoteSpaceStatus } from '../sync/remote-space.js';
 import { openConfiguredBackend, volumeName } from '../vault/config.js';
 import type { UnlockedVault } from '../vault/vault.js';
@@ -69,6 +69,8 @@ export interface DaemonStatus extends IndexCounts {
 export interface SyncStarted {
   /** The sync is complete once status.sync.publishedChange reaches this. */
   target: number;
+  /** When the sync was asked for (the daemon's clock): a refusal in status.sync.refused at or after it ends the wait. */
+  requestedAtMs: number;
 }
 
 /** What is not on the remote yet: it stays queued in the vault and uploads at the next mount. */
@@ -80,6 +82,8 @@ export interface PendingUploads {
   pendingBytes: number;
   /** Changes (names, folders, attributes) not yet in an index published to the remote. */
   unpublished: boolean;
+  /** Why the remote does not take them now, if it refuses (a revoked token, a full account). */
+  refused: SyncRefusal[];
 }
 
 export interface UnmountResult extends PendingUploads {
@@ -116,15 +120,25 @@ async function fetchChunk(backend: RemoteBackend, id: Buffer, timeoutMs: number)
 }
 
 /**
- * Refuses to mount over a remote that serves an older state than this vault has seen.
- * An unreachable remote is not a reason to refuse: the vault works offline and checks later.
+ * The mount's first contact with the remote, bounded by `timeoutMs`. Refuses to mount when the
+ * remote refuses this drive (a wrong or revoked token, refused credentials) or serves an older
+ * state than this vault has seen. An unreachable remote is not a reason to refuse: the vault
+ * works offline, and the syncer's status says so until the remote answers.
  */
-async function refuseRolledBackRemote(syncer: Syncer, log: Logger, timeoutMs: number): Promise<void> {
+async function firstContact(syncer: Syncer, log: Logger, timeoutMs: number, configPath: string): Promise<void> {
+  const signal = AbortSignal.timeout(timeoutMs);
   try {
-    await syncer.checkRemote(AbortSignal.timeout(timeoutMs));
+    await syncer.probe(signal);
+    await syncer.checkRemote(signal);
   } catch (err) {
     if (isCofferError(err, 'REMOTE_ROLLBACK')) throw err;
-    log.warn(`the remote could not be checked now; working offline until it answers: ${(err as Error).message}`, { err });
+    if (isRefusal(err)) {
+      const fix = isCofferError(err, 'REMOTE_UNAUTHORIZED') ? ` Fix the credentials the vault uses (for a coffer serve remote: COFFER_TOKEN, or "token" in ${configPath}) and mount again.` : '';
+      throw new CofferError(err.code, `the remote refuses this drive, so nothing was mounted: ${err.message}.${fix}`);
+    }
+    const message = signal.aborted ? `no answer within ${timeoutMs / 1000} s` : (err as Error).message;
+    log.warn(`the remote could not be reached at mount; working offline until it answers: ${message}`, { err });
+    syncer.noteOffline(`the remote could not be reached at mount (${message}); working offline: writes queue and upload once it answers`);
   }
 }
 
@@ -204,6 +218,11 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     log,
     // Uploads refused for lack of room back off for minutes: once there is room, go now.
     onRoom: () => index.retryUploadsNow(),
+    // Its questions are authenticated too: a token revoked while the drive is idle shows in status.
+    onAnswer: (outcome, askedAtMs) => {
+      if (outcome.ok) syncer.noteAccepted('request');
+      else if (isRefusal(outcome.err)) syncer.noteRefusal(outcome.err, askedAtMs);
+    },
     timeoutMs: config.remoteReadTimeoutMs,
   });
   const data = new FileData(index, store, {
@@ -231,6 +250,8 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     concurrency: config.uploadConcurrency,
     log,
     observer: space,
+    // While writes are refused for lack of room, a delete is published (and its chunks freed) at once.
+    publishUrgently: () => space.isFull(),
   });
 
   let session: FuseSession | undefined;
@@ -247,7 +268,8 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
 
   const pendingNow = (): PendingUploads => {
     const { pendingChunks, pendingBytes } = index.counts();
-    return { pendingFiles: pendingChunks > 0 ? index.pendingFileCount() : 0, pendingChunks, pendingBytes, unpublished: syncer.status().publishPending };
+    const sync = syncer.status();
+    return { pendingFiles: pendingChunks > 0 ? index.pendingFileCount() : 0, pendingChunks, pendingBytes, unpublished: sync.publishPending, refused: sync.refused };
   };
 
   /**
@@ -346,10 +368,16 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     switch (request.op) {
       case 'status':
         return status();
-      case 'sync':
+      case 'sync': {
         // Everything written before this request is committed, then counted in the target.
         await data.flushAll();
-        return { target: syncer.requestSync() } satisfies SyncStarted;
+        const requestedAtMs = Date.now();
+        // A refused token is asked about afresh: a sync needs the remote's word now, even with nothing to upload.
+        if (syncer.status().refused.some((r) => r.code === 'REMOTE_UNAUTHORIZED')) {
+          await syncer.probe(AbortSignal.timeout(config.remoteReadTimeoutMs)).catch(() => {});
+        }
+        return { target: syncer.requestSync(), requestedAtMs } satisfies SyncStarted;
+      }
       case 'pending':
         // Everything written so far is committed first, so it is counted.
         await data.flushAll();
@@ -367,7 +395,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
 
   try {
     await syncer.start();
-    await refuseRolledBackRemote(syncer, log, config.remoteReadTimeoutMs);
+    await firstContact(syncer, log, config.remoteReadTimeoutMs, paths.config);
     // Known before the first write, so a full account refuses it; an unreachable remote delays
     // the mount by a few seconds at most: until it answers, no limit is known.
     await space.start();

@@ -8,13 +8,15 @@
  * - `REMOTE_EXISTS`      createExclusive of a key that already exists
  * - `REMOTE_QUOTA`       put/createExclusive the server refuses for lack of room (the account's quota); not retried
  * - `REMOTE_UNAVAILABLE` anything transient or environmental (network, 5xx, disk); safe to retry
- * - `BAD_ARGUMENT`       (http) a refused token; retrying cannot help
+ * - `REMOTE_UNAUTHORIZED` (http, s3) the token or credentials are refused (401/403); retrying cannot help
+ * - `REMOTE_REFUSED`     (http, s3) the server refuses the request for good (another 4xx: a missing
+ *                        bucket, an object over its size limit); retrying cannot help
  * Every call takes an AbortSignal; an aborted call rejects with the signal's reason.
  *
  * `space` is optional: only a backend whose server keeps per-account quotas (coffer serve)
  * implements it. It resolves to undefined when the server cannot tell (an older server without
  * the usage endpoint), and fails like the other calls: REMOTE_UNAVAILABLE when the server
- * cannot be reached or answers 5xx (safe to retry), BAD_ARGUMENT for a refused token.
+ * cannot be reached or answers 5xx (safe to retry), REMOTE_UNAUTHORIZED for a refused token.
  */
 export interface ByteRange {
   offset: number;

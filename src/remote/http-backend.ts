@@ -4,7 +4,7 @@
  * Requests carry `Authorization: Bearer <token>`; answers are classified by the JSON error code:
  * NOT_FOUND → REMOTE_NOT_FOUND, EXISTS → REMOTE_EXISTS, QUOTA_EXCEEDED → REMOTE_QUOTA (ENOSPC
  * to programs), timeouts, rate limits and 5xx → REMOTE_UNAVAILABLE (retried), a refused token
- * or key → BAD_ARGUMENT (retrying cannot help).
+ * → REMOTE_UNAUTHORIZED, any other refusal → REMOTE_REFUSED (retrying cannot help either).
  */
 import { CofferError, RemoteError } from '../errors.js';
 import type { ByteRange, CallOptions, ObjectInfo, RemoteBackend, RemoteCapabilities, RemoteSpace } from './backend.js';
@@ -80,8 +80,10 @@ export class HttpBackend implements RemoteBackend {
     if (code === 'EXISTS' || status === 412) return new RemoteError('REMOTE_EXISTS', text);
     if (code === 'QUOTA_EXCEEDED' || status === 507) return new RemoteError('REMOTE_QUOTA', text + ' (the account on the server is full: free space or raise its quota)');
     if (status >= 500 || status === 408 || status === 429) return new RemoteError('REMOTE_UNAVAILABLE', text);
-    if (status === 401) return new CofferError('BAD_ARGUMENT', text + ' (check COFFER_TOKEN or "token" in the vault config)');
-    return new CofferError('BAD_ARGUMENT', text);
+    if (status === 401 || status === 403) {
+      return new RemoteError('REMOTE_UNAUTHORIZED', text + ' (the server refuses this token: check COFFER_TOKEN or "token" in the vault\'s config.json)');
+    }
+    return new RemoteError('REMOTE_REFUSED', text);
   }
 
   async put(key: string, body: Buffer, options?: CallOptions): Promise<void> {

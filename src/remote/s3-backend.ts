@@ -9,8 +9,10 @@
  * every failure is classified so it knows what is worth another try:
  * - REMOTE_UNAVAILABLE: network trouble, timeouts, 5xx, 408, 429 and S3's own transient
  *   codes (SlowDown, RequestTimeout, a conditional-write conflict);
- * - CofferError BAD_ARGUMENT: everything else the server refuses (wrong keys, clock skew,
- *   wrong region, missing bucket): retrying cannot help and the message says what to fix.
+ * - REMOTE_UNAUTHORIZED: refused credentials (401, 403, InvalidAccessKeyId, SignatureDoesNotMatch,
+ *   AccessDenied, expired tokens);
+ * - REMOTE_REFUSED: everything else the server refuses (clock skew, wrong region, missing bucket).
+ * Retrying cannot help either of the last two; the message says what to fix.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
@@ -392,15 +394,21 @@ export class S3Backend implements RemoteBackend {
     const { code } = parseS3Error(response.body);
     const message = describeFailure(`S3 ${op} ${this.where(key)}`, response);
     if (status === 404 && code === 'NoSuchBucket') {
-      return new CofferError('BAD_ARGUMENT', `${message} (the bucket ${this.bucket} does not exist: create it first)`);
+      return new RemoteError('REMOTE_REFUSED', `${message} (the bucket ${this.bucket} does not exist: create it first)`);
     }
     if (status === 404) return new RemoteError('REMOTE_NOT_FOUND', message);
     if (status >= 500 || status === 408 || status === 429 || (code !== undefined && TRANSIENT_CODES.has(code))) {
       return new RemoteError('REMOTE_UNAVAILABLE', message);
     }
-    return new CofferError('BAD_ARGUMENT', message + hintFor(status, code));
+    if (status === 401 || status === 403 || (code !== undefined && CREDENTIAL_CODES.has(code))) {
+      return new RemoteError('REMOTE_UNAUTHORIZED', message + hintFor(status, code));
+    }
+    return new RemoteError('REMOTE_REFUSED', message + hintFor(status, code));
   }
 }
+
+/** S3 error codes that say the credentials are refused, whatever the status. */
+const CREDENTIAL_CODES = new Set(['InvalidAccessKeyId', 'SignatureDoesNotMatch', 'InvalidToken', 'ExpiredToken', 'AccessDenied']);
 
 /** S3 error codes worth another try even when the status is a 4xx. */
 const TRANSIENT_CODES = new Set(['RequestTimeout', 'SlowDown', 'InternalError', 'ServiceUnavailable', 'OperationAborted', 'ConditionalRequestConflict']);

@@ -19,16 +19,31 @@
  *   publish may follow another before the usage is asked again. And a few writes' worth for
  *   writes admitted but not yet in their buffers when those are counted.
  *
- * Deletions (garbage chunks, old snapshots) are not subtracted until the server is asked
- * again, so between refreshes the guard errs on the side of refusing. An upload the server
- * refuses anyway (REMOTE_QUOTA: another device of the same account, an object quota) puts the
- * guard in "remote full" until a refresh shows more room than there was when it refused.
+ * Everything follows the server's latest answer; nothing latches. An upload the server refuses
+ * for lack of room (REMOTE_QUOTA) holds writes back only until the server has answered a
+ * question asked after it, which is asked at once. From then on the figures decide: room shows
+ * (space freed, the quota raised) and writes are accepted and the refused uploads retried now.
+ * Only a server that refuses an upload although its own figures, asked after an earlier
+ * refusal, showed room (its disk is full, not the quota) is taken at its word instead: writes
+ * stay refused until it accepts an upload again.
  *
- * Refreshes: at mount, every `refreshMs` while the account has a quota (or is full), seldom
- * otherwise, after an upload fails with REMOTE_QUOTA, and — at most once a second — before a
- * write that does not fit is refused (that write waits up to REFUSAL_WAIT_MS for the answer),
- * so that writes resume without a remount once room appears. Nothing here knows FUSE; the daemon wires it to FileData
- * (admitWrite), the filesystem (statfs) and the syncer (uploads).
+ * Questions: at mount; every LIMITED_REFRESH_MS while the account has a quota; every
+ * UNKNOWN_REFRESH_MS while the server has not answered (a drive mounted offline learns the quota
+ * as soon as the server is back); every IDLE_REFRESH_MS otherwise (a quota may be set later, a
+ * token revoked); at once after a refused upload and after this drive deleted objects; before a
+ * write that does not fit is refused (at most once a second; the write waits up to
+ * REFUSAL_WAIT_MS for the answer); and after every ASK_EVERY_BYTES of admitted writes.
+ *
+ * Overshoot after a quota is lowered (docs: README "When the account is full"): writes admitted
+ * on the old figures are bounded in bytes, not only in time. After ASK_EVERY_BYTES admitted
+ * since the last question a new one is sent, and once ASK_EVERY_BYTES more are admitted while it
+ * is unanswered, writes wait for its answer (up to REFUSAL_WAIT_MS). So once the server applies a
+ * lower quota, at most 2 × ASK_EVERY_BYTES + WRITES_IN_FLIGHT (OVERSHOOT_BOUND_BYTES) are
+ * acknowledged past it while the server answers within REFUSAL_WAIT_MS; a server that does not
+ * answer leaves the drive working as offline, with no bound. What overshoots stays queued.
+ *
+ * Nothing here knows FUSE; the daemon wires it to FileData (admitWrite), the filesystem
+ * (statfs) and the syncer (uploads, refusals).
  */
 import type { CofferError } from '../errors.js';
 import { RemoteSpaceError } from '../errors.js';
@@ -49,10 +64,22 @@ const WRITES_IN_FLIGHT = 4 * 128 * 1024;
 const OBJECT_RESERVE = 8;
 /** How long a computed figure serves writes before the queue and buffers are counted again. */
 const ESTIMATE_TTL_MS = 250;
-/** Refreshes asked for by refused writes or refused uploads come at most this often. */
+/** Refreshes asked for by refused writes come at most this often. */
 const MIN_REFRESH_GAP_MS = 1000;
-/** How long a write that does not fit waits for the server's fresh figures before it is refused. */
+/** How long a write waits for the server's fresh figures before it is decided on the old ones. */
 const REFUSAL_WAIT_MS = 2000;
+/** Bytes of writes admitted on one answer before the server is asked again (see the overshoot bound above). */
+export const ASK_EVERY_BYTES = 8 * 1024 * 1024;
+/** The most a drive acknowledges past a quota the server has lowered, while the server answers. */
+export const OVERSHOOT_BOUND_BYTES = 2 * ASK_EVERY_BYTES + WRITES_IN_FLIGHT;
+/** How often uploads are retried on a server whose figures showed room while it refused them. */
+const UNTRUSTED_RETRY_MS = 30_000;
+/** Between questions while the account has a quota. */
+const LIMITED_REFRESH_MS = 5000;
+/** Between questions while the server has not answered yet, or the last question failed. */
+const UNKNOWN_REFRESH_MS = 2000;
+/** Between questions while the account has no quota. */
+const IDLE_REFRESH_MS = 15_000;
 
 export interface Holding {
   chunks: number;
@@ -72,10 +99,8 @@ export interface RemoteSpaceOptions {
   log: Log;
   /** Called when the account has room again after an upload was refused for lack of it. */
   onRoom?: () => void;
-  /** Between refreshes while the account has a quota; default 15 s. */
-  refreshMs?: number;
-  /** Between refreshes while it has none (one may be set later); default 5 min. */
-  idleRefreshMs?: number;
+  /** Told how each question ended (`askedAtMs`: when it was sent): the syncer shows a refused token. */
+  onAnswer?: (outcome: { ok: true } | { ok: false; err: unknown }, askedAtMs: number) => void;
   /** Longest a refresh may take; default 10 s. */
   timeoutMs?: number;
   now?: () => number;
@@ -83,6 +108,7 @@ export interface RemoteSpaceOptions {
 
 /** What status shows of the remote's space. Byte figures are the account's, not only this vault's. */
 export interface RemoteSpaceStatus {
+  /** Never more than the quota unless the server itself says so (uploads since the answer are counted on top, up to the quota). */
   usedBytes: number;
   usedObjects: number;
   /** 0: no limit. */
@@ -90,9 +116,9 @@ export interface RemoteSpaceStatus {
   quotaObjects: number;
   /** Bytes this drive holds that the remote does not yet have (queued chunks and unsealed writes). */
   unsentBytes: number;
-  /** Bytes of new data the drive still accepts; null without a byte quota. */
+  /** Bytes of new data the drive still accepts (at most quota − used); null without a byte quota. */
   freeBytes: number | null;
-  /** Writes fail with ENOSPC: the last one was refused, or the server refused an upload for lack of room. */
+  /** Writes fail with ENOSPC: no room is left, the last refused write still does not fit, or the server refused an upload. */
   full: boolean;
   /** When the server last answered (epoch ms). */
   checkedAtMs: number;
@@ -109,20 +135,25 @@ export class RemoteSpaceGuard {
   private uploadedObjects = 0;
   private baseBytes = 0;
   private baseObjects = 0;
-  /** The server refused an upload for lack of room; cleared by a refresh that shows more room than then. */
-  private quotaRefused = false;
-  /**
-   * The server's figures when it refused: the first answer after the refusal. Only figures that
-   * show more room than these (a higher quota, less used) end "remote full": the server knows
-   * better than our estimate, and retrying on every refresh while nothing changed would only
-   * fail again.
-   */
-  private refusalFigures: RemoteSpace | undefined;
-  /** Bytes of the last refused write while writes are being refused; 0 when they are not. */
+  /** When the server last refused an upload for lack of room, until an answer asked after it arrives. */
+  private refusedAtMs: number | null = null;
+  /** Uploads were refused and have not been retried since: retry them as soon as an answer shows room. */
+  private uploadsWaiting = false;
+  /** The answer to the question after the last refusal showed room: another refusal means the figures cannot be trusted. */
+  private roomShownAfterRefusal = false;
+  /** The server refused uploads although its figures showed room: refuse writes until it accepts one again. */
+  private figuresUntrusted = false;
+  /** When refused uploads were last retried because an answer showed room. */
+  private lastRetryMs = -Infinity;
+  /** Bytes of the last refused write, while it would still not fit; 0 otherwise. */
   private refusingBytes = 0;
   private estimate: { free: number; atMs: number } | undefined;
-  private admittedSince = 0;
+  private admittedSinceEstimate = 0;
+  /** Bytes admitted since the last question was sent (bounds what a lowered quota lets through). */
+  private admittedSinceAsk = 0;
   private refreshing: Promise<void> | undefined;
+  /** A question must be sent after the one in flight (something happened after it was asked). */
+  private askAgain = false;
   private lastRefreshMs = -Infinity;
   private timer: NodeJS.Timeout | undefined;
   private readonly abort = new AbortController();
@@ -143,9 +174,8 @@ export class RemoteSpaceGuard {
     clearTimeout(waited);
     if (!this.options.fetch) return;
     this.timer = setInterval(() => {
-      const every = this.limited() || this.quotaRefused ? (this.options.refreshMs ?? 15_000) : (this.options.idleRefreshMs ?? 300_000);
-      if (this.now() - this.lastRefreshMs >= every) void this.refresh();
-    }, 1000);
+      if (this.now() - this.lastRefreshMs >= this.refreshInterval()) void this.refresh();
+    }, 500);
     this.timer.unref();
   }
 
@@ -155,89 +185,137 @@ export class RemoteSpaceGuard {
     await this.refreshing;
   }
 
-  /** Asks the remote for its figures; concurrent calls share one request. Never rejects. */
-  refresh(): Promise<void> {
-    const fetch = this.options.fetch;
-    if (!fetch || this.abort.signal.aborted) return Promise.resolve();
-    if (this.refreshing) return this.refreshing;
-    this.lastRefreshMs = this.now();
+  private refreshInterval(): number {
+    if (this.space === undefined || this.lastError !== null) return UNKNOWN_REFRESH_MS;
+    return this.limited() || this.refusedAtMs !== null || this.figuresUntrusted ? LIMITED_REFRESH_MS : IDLE_REFRESH_MS;
+  }
+
+  /**
+   * Asks the remote for its figures; concurrent calls share one request, except that
+   * `{ after: true }` (something changed after the question in flight was sent) asks once more
+   * when it returns. Never rejects.
+   */
+  refresh(options: { after?: boolean } = {}): Promise<void> {
+    if (!this.options.fetch || this.abort.signal.aborted) return Promise.resolve();
+    if (this.refreshing) {
+      if (options.after) this.askAgain = true;
+      return this.refreshing;
+    }
+    this.refreshing = (async () => {
+      do {
+        this.askAgain = false;
+        await this.askOnce();
+      } while (this.askAgain && !this.abort.signal.aborted);
+    })().finally(() => (this.refreshing = undefined));
+    return this.refreshing;
+  }
+
+  private async askOnce(): Promise<void> {
+    const askedAtMs = this.now();
+    this.lastRefreshMs = askedAtMs;
+    this.admittedSinceAsk = 0;
     // Uploads finished from here on may or may not be in the answer: they are counted on top.
     const bytesAtAsk = this.uploadedBytes;
     const objectsAtAsk = this.uploadedObjects;
     const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(this.options.timeoutMs ?? 10_000)]);
-    this.refreshing = (async () => {
-      try {
-        const space = await fetch(signal);
-        this.space = space;
-        this.baseBytes = bytesAtAsk;
-        this.baseObjects = objectsAtAsk;
-        this.checkedAtMs = this.now();
-        this.lastError = null;
-        this.estimate = undefined;
-        this.reconsider();
-      } catch (err) {
-        if (this.abort.signal.aborted) return;
-        const message = (err as Error)?.message ?? String(err);
-        if (this.lastError === null) this.options.log.warn(`asking the remote how much room the account has: ${message}`, { op: 'space', err });
-        this.lastError = message;
-      } finally {
-        this.refreshing = undefined;
-      }
-    })();
-    return this.refreshing;
+    let space: RemoteSpace | undefined;
+    try {
+      space = await this.options.fetch!(signal);
+    } catch (err) {
+      if (this.abort.signal.aborted) return;
+      const message = (err as Error)?.message ?? String(err);
+      if (this.lastError === null) this.options.log.warn(`asking the remote how much room the account has: ${message}`, { op: 'space', err });
+      this.lastError = message;
+      this.options.onAnswer?.({ ok: false, err }, askedAtMs);
+      return;
+    }
+    if (this.lastError !== null) this.options.log.info('the remote answers again', { op: 'space' });
+    this.space = space;
+    this.baseBytes = bytesAtAsk;
+    this.baseObjects = objectsAtAsk;
+    this.checkedAtMs = this.now();
+    this.lastError = null;
+    this.estimate = undefined;
+    // A server that cannot tell its figures (no usage endpoint) shows room only by taking an upload.
+    const afterRefusal = this.refusedAtMs !== null && askedAtMs >= this.refusedAtMs && space !== undefined;
+    if (afterRefusal) this.refusedAtMs = null;
+    this.reconsider(afterRefusal);
+    this.options.onAnswer?.({ ok: true }, askedAtMs);
   }
 
   /** The syncer stored an object of `bytes` on the remote. */
   uploaded(bytes: number): void {
     this.uploadedBytes += bytes;
     this.uploadedObjects += 1;
-    // A remote that cannot tell its space shows room only by taking uploads again.
-    if (this.quotaRefused && (!this.options.fetch || this.space === undefined)) {
-      this.quotaRefused = false;
+    if (this.figuresUntrusted || (this.refusedAtMs !== null && this.space === undefined)) {
+      // The server takes uploads again: its word, which is what held writes back.
+      this.figuresUntrusted = false;
+      this.refusedAtMs = null;
       this.estimate = undefined;
-      this.options.log.info('the remote takes uploads again: writes are accepted again');
+      this.options.log.info('the remote takes uploads again: writes are accepted again', { op: 'space' });
     }
+    this.roomShownAfterRefusal = false;
+  }
+
+  /** This drive deleted objects from the remote: the server's figures now show more room. */
+  freed(): void {
+    void this.refresh({ after: true });
   }
 
   /** The server refused an upload for lack of room (REMOTE_QUOTA). */
   quotaExceeded(err: CofferError): void {
-    if (!this.quotaRefused) {
-      this.options.log.warn(`the remote account is full (${err.message}): new writes fail with ENOSPC until space is freed or the quota raised; what is written stays queued`, {
+    if (this.refusedAtMs === null && !this.figuresUntrusted) {
+      this.options.log.warn(`the remote account is full (${err.message}): new writes fail with ENOSPC while it has no room; what is written stays queued`, {
         op: 'space',
       });
     }
-    this.quotaRefused = true;
-    this.refusalFigures = undefined;
+    this.refusedAtMs = this.now();
+    this.uploadsWaiting = true;
     this.estimate = undefined;
-    this.refreshSoon();
+    void this.refresh({ after: true });
   }
 
   /**
    * Admits `bytes` more, or refuses them with RemoteSpaceError; called before a write is
-   * acknowledged. A write that fits is answered at once. One that does not fit, on figures a
-   * second old or more, first asks the server again and waits for the answer (at most
-   * REFUSAL_WAIT_MS; concurrent writes share the question): so the first write after a quota
-   * was raised or space freed succeeds. Within a second of the last question it is refused at once.
+   * acknowledged. A write that fits is answered at once, unless ASK_EVERY_BYTES were admitted
+   * since the question still unanswered: then it waits for that answer (the overshoot bound). One
+   * that does not fit, on figures a second old or more, first asks the server again and waits for
+   * the answer (at most REFUSAL_WAIT_MS; concurrent writes share the question): so the first write
+   * after a quota was raised or space freed succeeds. Within a second of the last question it is
+   * refused at once.
    */
   admit(bytes: number): void | Promise<void> {
-    if (bytes <= 0 || (!this.limited() && !this.quotaRefused)) return;
+    if (bytes <= 0 || (!this.limited() && !this.refusing())) return;
+    if (this.options.fetch && this.limited() && this.admittedSinceAsk >= ASK_EVERY_BYTES) {
+      const asking = this.refreshing;
+      void this.refresh();
+      if (asking) return this.boundedWait(asking).then(() => this.decide(bytes));
+    }
+    return this.decide(bytes);
+  }
+
+  private decide(bytes: number): void | Promise<void> {
     if (this.fits(bytes)) return;
     if (this.options.fetch && this.now() - this.lastRefreshMs >= MIN_REFRESH_GAP_MS) {
-      let waited: NodeJS.Timeout | undefined;
-      const answerOrTimeout = Promise.race([this.refresh(), new Promise<void>((resolve) => (waited = setTimeout(resolve, REFUSAL_WAIT_MS)))]);
-      return answerOrTimeout.then(() => {
-        clearTimeout(waited);
+      return this.boundedWait(this.refresh()).then(() => {
         if (!this.fits(bytes)) this.refuse(bytes);
       });
     }
     this.refuse(bytes);
   }
 
+  private async boundedWait(answer: Promise<void>): Promise<void> {
+    let waited: NodeJS.Timeout | undefined;
+    await Promise.race([answer, new Promise<void>((resolve) => (waited = setTimeout(resolve, REFUSAL_WAIT_MS)))]);
+    clearTimeout(waited);
+  }
+
   private fits(bytes: number): boolean {
     let free = this.estimatedFree(false);
     if (free < bytes) free = this.estimatedFree(true); // fresh local figures before refusing
     if (bytes > free) return false;
-    this.admittedSince += bytes;
+    this.admittedSinceEstimate += bytes;
+    this.admittedSinceAsk += bytes;
     if (this.refusingBytes > 0) {
       this.refusingBytes = 0;
       this.options.log.info(`writes are accepted again: ${free} bytes free for new data on the remote account`, { op: 'space' });
@@ -255,7 +333,7 @@ export class RemoteSpaceGuard {
       );
     }
     this.refusingBytes = bytes;
-    this.refreshSoon();
+    if (this.now() - this.lastRefreshMs >= MIN_REFRESH_GAP_MS) void this.refresh();
     throw new RemoteSpaceError(`the remote account is full: ${bytes} bytes do not fit in the ${free} bytes left for new data`, bytes, free);
   }
 
@@ -263,7 +341,7 @@ export class RemoteSpaceGuard {
   capacity(): { totalBytes: number; freeBytes: number } | undefined {
     const quota = this.space?.quotaBytes ?? 0;
     if (quota <= 0) return undefined;
-    return { totalBytes: quota, freeBytes: Math.max(0, Math.min(quota, this.estimatedFree(false))) };
+    return { totalBytes: quota, freeBytes: this.shownFree(quota, this.shownUsed(), this.estimatedFree(false)) };
   }
 
   /** Undefined while the remote has never said (it cannot, or has not answered yet). */
@@ -272,39 +350,75 @@ export class RemoteSpaceGuard {
     const queued = this.options.queued();
     const uncommitted = this.options.uncommitted();
     const free = this.computeFree();
+    const quota = this.space.quotaBytes;
+    const used = this.shownUsed();
     return {
-      usedBytes: this.space.usedBytes + this.uploadedBytes - this.baseBytes,
+      usedBytes: used,
       usedObjects: this.space.usedObjects + this.uploadedObjects - this.baseObjects,
-      quotaBytes: this.space.quotaBytes,
+      quotaBytes: quota,
       quotaObjects: this.space.quotaObjects,
       unsentBytes: queued.bytes + uncommitted.bytes,
-      freeBytes: this.space.quotaBytes > 0 ? Math.max(0, free) : null,
-      full: this.isFull(),
+      freeBytes: quota > 0 ? this.shownFree(quota, used, free) : null,
+      full: this.isFull(free),
       checkedAtMs: this.checkedAtMs,
       lastError: this.lastError,
     };
   }
 
-  isFull(): boolean {
-    return this.quotaRefused || this.refusingBytes > 0;
+  /** Writes are refused now: no room, the last refused write would still not fit, or the server refused uploads. */
+  isFull(free = this.computeFree()): boolean {
+    if (this.refusing()) return true;
+    if (!this.limited()) return false;
+    return free <= 0 || (this.refusingBytes > 0 && free < this.refusingBytes);
+  }
+
+  private refusing(): boolean {
+    return this.refusedAtMs !== null || this.figuresUntrusted;
   }
 
   private limited(): boolean {
     return (this.space?.quotaBytes ?? 0) > 0 || (this.space?.quotaObjects ?? 0) > 0;
   }
 
-  private refreshSoon(): void {
-    if (this.now() - this.lastRefreshMs >= MIN_REFRESH_GAP_MS) void this.refresh();
+  /**
+   * What the account stores: the server's figure plus what this drive uploaded since it was
+   * asked. Uploads in flight when the question was asked may be in both, so the sum is capped at
+   * the quota (or at the server's own figure, if that is already past a lowered quota).
+   */
+  private shownUsed(): number {
+    const space = this.space!;
+    const used = space.usedBytes + this.uploadedBytes - this.baseBytes;
+    return space.quotaBytes > 0 ? Math.min(used, Math.max(space.quotaBytes, space.usedBytes)) : used;
   }
 
-  /** After new figures: leave "full" states the account now has room for. */
-  private reconsider(): void {
-    const free = this.computeFree(false);
-    if (this.quotaRefused && this.space && !this.refusalFigures) this.refusalFigures = this.space;
-    else if (this.quotaRefused && free > 0 && moreRoom(this.space, this.refusalFigures)) {
-      this.quotaRefused = false;
-      this.options.log.info(`the remote account has room again (${free} bytes free for new data): queued uploads are retried now`, { op: 'space' });
-      this.refusalFigures = undefined;
+  private shownFree(quota: number, used: number, free: number): number {
+    return Math.max(0, Math.min(quota - used, free));
+  }
+
+  /**
+   * After new figures: retry refused uploads once there is room, and end refusals the room now
+   * covers. `afterRefusal`: the question was asked after an upload was refused for lack of room;
+   * a second such answer in a row that shows room (no upload taken between) means the server's
+   * figures cannot be trusted.
+   */
+  private reconsider(afterRefusal = false): void {
+    const space = this.space;
+    if (afterRefusal && space !== undefined) {
+      const room = this.roomForOneChunk(space);
+      if (room && this.roomShownAfterRefusal && !this.figuresUntrusted) {
+        this.figuresUntrusted = true;
+        this.options.log.warn('the server refuses uploads although its figures show room: writes fail with ENOSPC until it accepts an upload again', { op: 'space' });
+      }
+      this.roomShownAfterRefusal = room;
+    }
+    const free = this.computeFree();
+    // Room for at least one more chunk: uploads refused for lack of room are worth retrying now.
+    // A server whose figures proved wrong is tried again only now and then.
+    const due = !this.figuresUntrusted || this.now() - this.lastRetryMs >= UNTRUSTED_RETRY_MS;
+    if (this.uploadsWaiting && due && space !== undefined && this.roomForOneChunk(space)) {
+      this.uploadsWaiting = false;
+      this.lastRetryMs = this.now();
+      this.options.log.info(`the remote account has room again (${Math.max(0, free)} bytes free for new data): queued uploads are retried now`, { op: 'space' });
       this.options.onRoom?.();
     }
     if (this.refusingBytes > 0 && free >= this.refusingBytes) {
@@ -313,18 +427,26 @@ export class RemoteSpaceGuard {
     }
   }
 
+  private roomForOneChunk(space: RemoteSpace): boolean {
+    const used = space.usedBytes + this.uploadedBytes - this.baseBytes;
+    const objects = space.usedObjects + this.uploadedObjects - this.baseObjects;
+    const bytesOk = space.quotaBytes <= 0 || space.quotaBytes - used >= Math.min(this.options.chunkSize, this.options.queued().bytes) + CHUNK_OVERHEAD;
+    const objectsOk = space.quotaObjects <= 0 || objects < space.quotaObjects;
+    return bytesOk && objectsOk;
+  }
+
   private estimatedFree(fresh: boolean): number {
     const now = this.now();
     if (fresh || !this.estimate || now - this.estimate.atMs > ESTIMATE_TTL_MS) {
       this.estimate = { free: this.computeFree(), atMs: now };
-      this.admittedSince = 0;
+      this.admittedSinceEstimate = 0;
     }
-    return this.estimate.free - this.admittedSince;
+    return this.estimate.free - this.admittedSinceEstimate;
   }
 
   /** Bytes of new data the account can still take (may be negative); Infinity without a limit. */
-  private computeFree(honourRefusal = true): number {
-    if (honourRefusal && this.quotaRefused) return 0;
+  private computeFree(): number {
+    if (this.refusing()) return 0;
     const space = this.space;
     if (!space || (space.quotaBytes <= 0 && space.quotaObjects <= 0)) return Infinity;
     const queued = this.options.queued();
@@ -340,11 +462,4 @@ export class RemoteSpaceGuard {
     const reserve = uncommitted.chunks * CHUNK_OVERHEAD + 2 * (metadata + CHUNK_OVERHEAD) + MANIFEST_RESERVE + WRITES_IN_FLIGHT;
     return space.quotaBytes - used - queued.bytes - uncommitted.bytes - reserve;
   }
-}
-
-/** Whether `now` leaves the account more room than `then`: a quota raised or lifted, or less stored. */
-function moreRoom(now: RemoteSpace | undefined, then: RemoteSpace | undefined): boolean {
-  if (!now || !then) return false;
-  const raised = (quota: number, before: number) => (quota === 0 && before > 0) || (before > 0 && quota > before);
-  return raised(now.quotaBytes, then.quotaBytes) || raised(now.quotaObjects, then.quotaObjects) || now.usedBytes < then.usedBytes || now.usedObjects < then.usedObjects;
 }

@@ -5,12 +5,18 @@
  * chunk it references is on the remote, and a manifest only after its snapshot parts.
  * The upload queue lives in the index, so it survives restarts; a failed upload is
  * retried with backoff and its error stays visible in status until it succeeds.
+ *
+ * Refusals (errors.ts REFUSAL_CODES: a full account, a refused token, a request the server will
+ * never take, another writer) are failures retrying cannot fix. Each is kept in `refused` with the
+ * time of the last attempt it answered, so `sync --wait` can end on one that came after it asked;
+ * a refused token also pauses all uploads and publishing (retried every AUTH_RETRY_MS, or at once
+ * when a sync is asked for) instead of retrying them like an outage.
  */
 import { mkdir, readFile, rm, writeFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
-import { CofferError, isCofferError } from '../errors.js';
+import { CofferError, isCofferError, isRefusal, type CofferErrorCode } from '../errors.js';
 import type { ChunkStore } from '../chunks/chunk-store.js';
 import type { VaultIndex } from '../index/vault-index.js';
 import { remoteKeys, type RemoteBackend } from '../remote/backend.js';
@@ -25,6 +31,18 @@ export interface UploadObserver {
   uploaded(bytes: number): void;
   /** An upload failed with REMOTE_QUOTA. */
   quotaExceeded(err: CofferError): void;
+  /** Objects were deleted from the remote: the account has more room. */
+  freed(): void;
+}
+
+/** A refusal by the remote (errors.ts REFUSAL_CODES) that still holds. */
+export interface SyncRefusal {
+  code: CofferErrorCode;
+  message: string;
+  /** When this kind of refusal was first met (epoch ms). */
+  sinceMs: number;
+  /** When the last attempt it refused was started (epoch ms). */
+  atMs: number;
 }
 
 export interface SyncerOptions {
@@ -42,6 +60,8 @@ export interface SyncerOptions {
   publishDelayMs?: number;
   tickMs?: number;
   observer?: UploadObserver;
+  /** Publish without waiting for quiet (the account is full: a delete should free room at once). */
+  publishUrgently?: () => boolean;
 }
 
 export interface SyncState {
@@ -60,6 +80,10 @@ const KEPT_SNAPSHOTS = 2;
 const MAX_SKIPPED_MANIFESTS = 16;
 /** Publishing after a failure waits this long at most before trying again. */
 const MAX_PUBLISH_BACKOFF_MS = 60_000;
+/** While the remote has not answered since the mount, it is asked this often. */
+const OFFLINE_PROBE_MS = 5000;
+/** After the remote refused the token, uploads and publishing pause this long before one more try. */
+const AUTH_RETRY_MS = 60_000;
 
 export interface SyncStatus {
   /** Changes made so far in this run, and how many of them the remote has in a published snapshot. */
@@ -72,6 +96,10 @@ export interface SyncStatus {
   lastManifest: number;
   lastError: string | null;
   publishPending: boolean;
+  /** Refusals by the remote that still hold: retrying cannot fix them (empty when there are none). */
+  refused: SyncRefusal[];
+  /** Uploads and publishing are paused until this time because the remote refused the token; null when not. */
+  pausedUntilMs: number | null;
 }
 
 export interface Manifest {
@@ -104,6 +132,12 @@ export class Syncer {
   private lastChangeAtMs = 0;
   private state: SyncState = { lastManifest: 0, lastManifestHash: null, lastPublishMs: null };
   private stats = { uploadedChunks: 0, uploadedBytes: 0, lastError: null as string | null };
+  private readonly refusals = new Map<CofferErrorCode, SyncRefusal>();
+  private pausedUntilMs = 0;
+  /** Why the remote is taken to be unreachable since the mount, until it answers. */
+  private offline: string | null = null;
+  private probing = false;
+  private nextProbeMs = 0;
   private readonly concurrency: number;
   private readonly publishDelayMs: number;
 
@@ -150,9 +184,67 @@ export class Syncer {
       uploadedBytes: this.stats.uploadedBytes,
       lastPublishMs: this.state.lastPublishMs,
       lastManifest: this.state.lastManifest,
-      lastError: this.stats.lastError,
+      lastError: this.stats.lastError ?? this.offline,
       publishPending: this.options.index.changeCount !== this.publishedChange,
+      refused: [...this.refusals.values()],
+      pausedUntilMs: this.paused() ? this.pausedUntilMs : null,
     };
+  }
+
+  private paused(): boolean {
+    return Date.now() < this.pausedUntilMs;
+  }
+
+  /**
+   * The remote refused an attempt started at `attemptMs` for a reason retrying cannot fix.
+   * Logged once per kind; a refused token pauses uploads and publishing.
+   */
+  noteRefusal(err: CofferError, attemptMs: number): void {
+    const known = this.refusals.get(err.code);
+    this.refusals.set(err.code, { code: err.code, message: err.message, sinceMs: known?.sinceMs ?? Date.now(), atMs: Math.max(attemptMs, known?.atMs ?? 0) });
+    if (err.code === 'REMOTE_UNAUTHORIZED') this.pausedUntilMs = Date.now() + AUTH_RETRY_MS;
+    if (!known) {
+      const what =
+        err.code === 'REMOTE_UNAUTHORIZED'
+          ? `; uploads pause and are tried again every ${AUTH_RETRY_MS / 1000} s (or at coffer sync); nothing written is lost`
+          : '; what is written stays queued';
+      this.options.log.error(`the remote refuses this drive: ${err.message}${what}`, { op: 'sync', code: err.code });
+    }
+  }
+
+  /** The remote accepted a request: refusals it disproves end (`kind`: what it accepted). */
+  noteAccepted(kind: 'request' | 'upload' | 'publish'): void {
+    if (this.offline !== null) {
+      this.offline = null;
+      this.options.log.info('the remote answers: back online', { op: 'sync' });
+    }
+    const ends: CofferErrorCode[] =
+      kind === 'request' ? ['REMOTE_UNAUTHORIZED'] : kind === 'upload' ? ['REMOTE_UNAUTHORIZED', 'REMOTE_QUOTA'] : [...this.refusals.keys()];
+    for (const code of ends) {
+      if (!this.refusals.delete(code)) continue;
+      this.options.log.info(`the remote accepts this drive again (${code} no longer holds)`, { op: 'sync', code });
+      if (code === 'REMOTE_UNAUTHORIZED') this.pausedUntilMs = 0;
+    }
+  }
+
+  /**
+   * One authenticated request that changes nothing (the vault header's HEAD): says whether the
+   * remote takes this drive's token now. Resolves on success, rejects as the backend does; a
+   * refusal is noted, a success ends a token refusal.
+   */
+  async probe(signal: AbortSignal): Promise<void> {
+    const started = Date.now();
+    try {
+      await this.options.backend.head(remoteKeys.header, { signal });
+    } catch (err) {
+      if (isCofferError(err, 'REMOTE_NOT_FOUND')) {
+        this.noteAccepted('request'); // answered, so the token is good; the header's absence is fsck's business
+        return;
+      }
+      if (isRefusal(err)) this.noteRefusal(err, started);
+      throw err;
+    }
+    this.noteAccepted('request');
   }
 
   private tick(): void {
@@ -172,17 +264,22 @@ export class Syncer {
       this.lastChange = index.changeCount;
       this.lastChangeAtMs = Date.now();
     }
+    this.probeWhileOffline();
+    if (this.paused()) return;
     this.pumpUploads();
-    const quiet = this.urgent || Date.now() - this.lastChangeAtMs >= this.publishDelayMs;
+    const quiet = this.urgent || this.options.publishUrgently?.() === true || Date.now() - this.lastChangeAtMs >= this.publishDelayMs;
     const due = Date.now() >= this.nextPublishMs;
     if (!this.publishing && quiet && due && this.inflight.size === 0 && index.changeCount !== this.publishedChange) {
+      const started = Date.now();
       this.publishing = this.publish()
         .then(() => {
           this.publishFailures = 0;
+          this.noteAccepted('publish');
         })
         .catch((err) => {
           if (this.abort.signal.aborted) return;
           if (isCofferError(err, 'REMOTE_QUOTA')) this.options.observer?.quotaExceeded(err);
+          if (isRefusal(err)) this.noteRefusal(err, started);
           this.publishFailures++;
           this.nextPublishMs = Date.now() + Math.min(MAX_PUBLISH_BACKOFF_MS, 500 * 2 ** this.publishFailures);
           this.stats.lastError = `publishing the index: ${(err as Error).message}`;
@@ -194,7 +291,7 @@ export class Syncer {
 
   private pumpUploads(): void {
     const free = this.concurrency - this.inflight.size;
-    if (free <= 0) return;
+    if (free <= 0 || this.paused()) return;
     const candidates = this.options.index.nextUploads(Date.now(), free + this.inflight.size);
     for (const { id, attempts } of candidates) {
       const hex = id.toString('hex');
@@ -221,10 +318,11 @@ export class Syncer {
       this.failed(id, attempts, `reading the local copy: ${(err as Error).message}`);
       return;
     }
+    const started = Date.now();
     try {
-      const started = Date.now();
       await backend.put(remoteKeys.chunk(hex), sealed, { signal: this.abort.signal });
       index.markUploaded(id);
+      this.noteAccepted('upload');
       this.options.observer?.uploaded(sealed.length);
       this.options.log.debug('uploaded chunk', { op: 'upload', chunk: hex, bytes: sealed.length, ms: Date.now() - started });
       store.scheduleEviction(); // an uploaded chunk may now leave a full cache
@@ -234,6 +332,7 @@ export class Syncer {
     } catch (err) {
       if (this.abort.signal.aborted) return;
       if (isCofferError(err, 'REMOTE_QUOTA')) this.options.observer?.quotaExceeded(err);
+      if (isRefusal(err)) this.noteRefusal(err, started);
       this.failed(id, attempts, (err as Error).message);
     }
   }
@@ -282,7 +381,7 @@ export class Syncer {
           await writeJsonAtomic(this.statePath, this.state);
           continue;
         }
-        throw new CofferError('REMOTE_EXISTS', `manifest ${counter} was already published by another writer to this vault; one device may write to a vault at a time`);
+        throw new CofferError('REMOTE_CONFLICT', `manifest ${counter} was already published by another writer to this vault; one device may write to a vault at a time`);
       }
     }
   }
@@ -295,9 +394,13 @@ export class Syncer {
   private async deleteRemoteGarbage(cutoffMs: number, expired: { parts: string[] }[]): Promise<void> {
     const { index, backend } = this.options;
     const signal = this.abort.signal;
+    let deleted = 0;
     try {
       for (const { parts } of expired) {
-        for (const part of parts) await backend.delete(remoteKeys.snapshotPart(part), { signal });
+        for (const part of parts) {
+          await backend.delete(remoteKeys.snapshotPart(part), { signal });
+          deleted++;
+        }
       }
       for (let batch = index.remoteGarbage(cutoffMs, 256); batch.length > 0; batch = index.remoteGarbage(cutoffMs, 256)) {
         for (const id of batch) {
@@ -311,10 +414,13 @@ export class Syncer {
             this.deletingRemote.delete(hex);
           }
           index.dropRemoteGarbage(id);
+          deleted++;
         }
       }
     } catch (err) {
       if (!signal.aborted) this.options.log.warn(`deleting unreferenced objects from the remote: ${(err as Error).message}`, { op: 'delete', err });
+    } finally {
+      if (deleted > 0) this.options.observer?.freed();
     }
   }
 
@@ -327,6 +433,26 @@ export class Syncer {
     else this.options.log.debug(this.stats.lastError, fields);
   }
 
+  /**
+   * The remote could not be reached at mount: status says so, and the remote is asked again every
+   * OFFLINE_PROBE_MS until it answers (or an upload gets through).
+   */
+  noteOffline(message: string): void {
+    this.offline = message;
+    this.nextProbeMs = Date.now() + OFFLINE_PROBE_MS;
+  }
+
+  private probeWhileOffline(): void {
+    if (this.offline === null || this.probing || Date.now() < this.nextProbeMs) return;
+    this.probing = true;
+    this.probe(AbortSignal.any([this.abort.signal, AbortSignal.timeout(OFFLINE_PROBE_MS)]))
+      .catch(() => {})
+      .finally(() => {
+        this.probing = false;
+        this.nextProbeMs = Date.now() + OFFLINE_PROBE_MS;
+      });
+  }
+
   isUploading(id: Buffer): boolean {
     return this.inflight.has(id.toString('hex'));
   }
@@ -336,6 +462,7 @@ export class Syncer {
    * soon as its chunks are up. Returns the change count that `isSynced` waits for.
    */
   requestSync(): number {
+    this.pausedUntilMs = 0; // one more try, even after a refused token
     this.options.index.retryUploadsNow();
     this.urgent = true;
     this.nextPublishMs = 0;
@@ -345,16 +472,6 @@ export class Syncer {
 
   isSynced(target: number): boolean {
     return this.publishedChange >= target;
-  }
-
-  /** Resolves once everything changed before the call is uploaded and published. */
-  async syncNow(signal?: AbortSignal): Promise<void> {
-    const target = this.requestSync();
-    while (!this.isSynced(target)) {
-      signal?.throwIfAborted();
-      this.abort.signal.throwIfAborted();
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
   }
 
   /**

@@ -85,10 +85,14 @@ export async function mountCommand(args: MountArgs): Promise<void> {
       // Written before the last unmount and not yet on the remote: the daemon resumes their upload.
       pendingChunks: status?.pendingChunks ?? null,
       pendingBytes: status?.pendingBytes ?? null,
+      // Why the remote did not answer the first contact (the drive then works offline); null when it did.
+      remoteError: status?.sync.lastError ?? null,
     });
     return;
   }
   say(`Mounted ${shown} at ${mountpoint}.`);
+  // The remote did not answer the first contact: the drive works offline (never a refusal: that fails the mount).
+  if (status?.sync.lastError) say(`Note: ${status.sync.lastError}.`);
   if (status && status.pendingChunks > 0) {
     say(`Resuming the upload of ${status.pendingChunks} chunks (${formatBytes(status.pendingBytes)}) written before the last unmount.`);
   }

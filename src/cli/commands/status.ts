@@ -5,6 +5,7 @@ import { readConfig, volumeName } from '../../vault/config.js';
 import { vaultPaths } from '../../vault/layout.js';
 import { formatAgo, formatBytes } from '../format.js';
 import { liveStatus } from '../shared.js';
+import { describeRefusal } from './sync.js';
 import { requireVault, resolveTarget } from '../target.js';
 
 export interface OfflineStatus extends IndexCounts {
@@ -71,6 +72,10 @@ async function renderStatus(path: string, json: boolean): Promise<string> {
     }
     lines.push(...remoteSpaceLines(status.remoteSpace));
     lines.push(`last publish: ${formatAgo(status.sync.lastPublishMs)}${status.sync.publishedChange < status.sync.changeCount ? ' (changes not yet published)' : ''}`);
+    for (const refusal of status.sync.refused) lines.push(`remote refused: ${describeRefusal(refusal, status)} (since ${formatAgo(refusal.sinceMs)})`);
+    if (status.sync.pausedUntilMs !== null) {
+      lines.push(`uploads paused: tried again in ${Math.max(0, Math.ceil((status.sync.pausedUntilMs - Date.now()) / 1000))} s, or now with: coffer sync ${status.mountpoint}`);
+    }
     if (status.sync.lastError) lines.push(`last error: ${status.sync.lastError}`);
     for (const failing of status.uploadErrors.slice(0, 3)) {
       const where = failing.paths.length > 0 ? ` of ${failing.paths.join(', ')}` : '';

@@ -4,10 +4,9 @@ import { callDaemon } from '../../daemon/control.js';
 import type { PendingUploads, UnmountResult } from '../../daemon/daemon.js';
 import { isDaemonAlive, removeDaemonInfo, removeMountRecord } from '../../daemon/registry.js';
 import { findMount, forceUnmount, isStaleMount } from '../../fs/mountinfo.js';
-import { formatBytes } from '../format.js';
-import { printJson, say, waitFor } from '../shared.js';
+import { printJson, say, secondsOption, waitFor } from '../shared.js';
 import { resolveTarget } from '../target.js';
-import { waitForSync } from './sync.js';
+import { describePending, describeRefusal, waitForSync } from './sync.js';
 
 /** How long the question "wait for the upload?" waits for an answer before taking no. */
 const PROMPT_TIMEOUT_MS = 30_000;
@@ -24,20 +23,11 @@ export interface UnmountArgs {
 
 const hasPending = (p: PendingUploads) => p.pendingChunks > 0 || p.unpublished;
 
-/** "Not on the remote yet: 3 files (12.0 MiB in 12 chunks)", or that only the index is not published. */
-export function describePending(p: PendingUploads): string {
-  const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
-  if (p.pendingChunks === 0) return 'Not on the remote yet: the latest index (names, folders, sizes)';
-  const data = `${formatBytes(p.pendingBytes)} in ${plural(p.pendingChunks, 'chunk')}`;
-  return `Not on the remote yet: ${p.pendingFiles > 0 ? `${plural(p.pendingFiles, 'file')} (${data})` : data}`;
-}
-
-function checkTimeout(timeout: number | undefined): number | undefined {
-  if (timeout === undefined) return undefined;
-  if (!Number.isFinite(timeout) || timeout < 0) {
-    throw new CofferError('BAD_ARGUMENT', `--timeout takes a number of seconds, 0 or more (got ${String(timeout)})`);
-  }
-  return timeout * 1000;
+/** What becomes of what is not uploaded: it stays queued; it uploads at the next mount unless the remote refuses this drive. */
+function whatHappensToPending(result: PendingUploads, vault: string, waited: boolean): string {
+  const refusal = result.refused.find((r) => r.code !== 'REMOTE_QUOTA') ?? result.refused[0];
+  if (refusal) return `This stays queued in ${vault}, but cannot upload while ${describeRefusal(refusal)}.`;
+  return `This stays queued in ${vault} and uploads at the next mount${waited ? '.' : ' (coffer unmount --wait-sync waits for the upload first).'}`;
 }
 
 /** A yes/no question on the terminal; no answer within `timeoutMs` is no. */
@@ -57,7 +47,7 @@ async function askYesNo(question: string, timeoutMs: number): Promise<boolean> {
 }
 
 export async function unmountCommand(args: UnmountArgs): Promise<void> {
-  const timeoutMs = checkTimeout(args.timeout);
+  const timeoutMs = secondsOption('--timeout', args.timeout);
   const target = await resolveTarget(args.target);
   if (target.alive && target.info) {
     const { info } = target;
@@ -70,7 +60,7 @@ export async function unmountCommand(args: UnmountArgs): Promise<void> {
         wait = await askYesNo(`Wait for the upload before unmounting? [y/N] `, PROMPT_TIMEOUT_MS);
       }
     }
-    const synced = wait ? (await waitForSync(info.socket, { timeoutMs })).complete : undefined;
+    const outcome = wait ? await waitForSync(info.socket, { timeoutMs }) : undefined;
     const result = (await callDaemon(info.socket, { op: 'unmount' })) as UnmountResult;
     await waitFor(async () => !(await isDaemonAlive(info.pid)), 60_000, 'the daemon stopping');
     if (await findMount(info.mountpoint)) await forceUnmount(info.mountpoint);
@@ -85,18 +75,16 @@ export async function unmountCommand(args: UnmountArgs): Promise<void> {
         pendingBytes: result.pendingBytes,
         unpublished: result.unpublished,
         waited: wait,
-        // With --wait-sync: whether the remote got everything before the unmount (false: --timeout ran out).
-        syncComplete: synced ?? null,
+        // With --wait-sync: whether the remote got everything before the unmount (false: --timeout ran out, or the remote refused).
+        syncComplete: outcome?.complete ?? null,
+        reason: outcome?.reason ?? null,
       });
-      return;
+    } else {
+      say(`Unmounted ${info.mountpoint}.`);
+      if (hasPending(result)) say(`${describePending(result)}. ${whatHappensToPending(result, info.vault, wait)}`);
     }
-    say(`Unmounted ${info.mountpoint}.`);
-    if (hasPending(result)) {
-      say(
-        `${describePending(result)}. This stays queued in ${info.vault} and uploads at the next mount` +
-          `${wait ? '.' : ' (coffer unmount --wait-sync waits for the upload first).'}`,
-      );
-    }
+    // Waiting was asked for and did not get everything up: the unmount happened, the sync did not.
+    if (outcome && !outcome.complete) throw new CofferError('SYNC_INCOMPLETE', `unmounted, but not synced: ${outcome.reason}`);
     return;
   }
   // No live daemon: clean up after one that died, if it left a mount behind.
