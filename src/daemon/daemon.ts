@@ -133,8 +133,7 @@ async function firstContact(syncer: Syncer, log: Logger, timeoutMs: number, conf
   } catch (err) {
     if (isCofferError(err, 'REMOTE_ROLLBACK')) throw err;
     if (isRefusal(err)) {
-      const fix = isCofferError(err, 'REMOTE_UNAUTHORIZED') ? ` Fix the credentials the vault uses (for a coffer serve remote: COFFER_TOKEN, or "token" in ${configPath}) and mount again.` : '';
-      throw new CofferError(err.code, `the remote refuses this drive, so nothing was mounted: ${err.message}.${fix}`);
+      throw new CofferError(err.code, `the remote refuses this drive, so nothing was mounted: ${err.message} (the vault's config: ${configPath})`);
     }
     const message = signal.aborted ? `no answer within ${timeoutMs / 1000} s` : (err as Error).message;
     log.warn(`the remote could not be reached at mount; working offline until it answers: ${message}`, { err });

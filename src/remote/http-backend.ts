@@ -6,6 +6,7 @@
  * to programs), timeouts, rate limits and 5xx → REMOTE_UNAVAILABLE (retried), a refused token
  * → REMOTE_UNAUTHORIZED, any other refusal → REMOTE_REFUSED (retrying cannot help either).
  */
+import { STATUS_CODES } from 'node:http';
 import { CofferError, RemoteError } from '../errors.js';
 import type { ByteRange, CallOptions, ObjectInfo, RemoteBackend, RemoteCapabilities, RemoteSpace } from './backend.js';
 import { exchange, type HttpAnswer } from './http-exchange.js';
@@ -74,7 +75,9 @@ export class HttpBackend implements RemoteBackend {
     } catch {
       // not JSON: a proxy's page, or a HEAD answer without a body
     }
-    const text = `${what} at ${this.origin}: ${response.status}${code ? ` ${code}` : ''}${message ? `: ${message}` : ''}`;
+    // A HEAD answer has no body: the status's own name says what the code would have.
+    const name = code ?? STATUS_CODES[response.status]?.toUpperCase().replace(/ /g, '_');
+    const text = `${what} at ${this.origin}: ${response.status}${name ? ` ${name}` : ''}${message ? `: ${message}` : ''}`;
     const { status } = response;
     if (status === 404 && (code === undefined || code === 'NOT_FOUND')) return new RemoteError('REMOTE_NOT_FOUND', text);
     if (code === 'EXISTS' || status === 412) return new RemoteError('REMOTE_EXISTS', text);
