@@ -275,7 +275,7 @@ describe('a quota that changes under a mounted drive', () => {
 });
 
 describe('a server that is down', () => {
-  it('mounts offline, --timeout bounds sync --wait, and the quota is learned once the server answers', async () => {
+  it('mounts offline, --timeout bounds sync --wait, the quota is learned once the server answers, and deletes make room again', async () => {
     const QUOTA = 6 * MiB;
     const token = await account('dave', ['--quota-bytes', String(QUOTA)]);
     const own = await startServe(['--listen', '127.0.0.1:0', '--data', data]);
@@ -284,33 +284,53 @@ describe('a server that is down', () => {
     try {
       const ws = new Workspace('coffer-refusal-offline-');
       workspaces.push(ws);
-      await cofferOk(['init', ws.vault, '--remote', `${own.base}/dave-vault/`], { env: { COFFER_TOKEN: token } });
+      const url = `${own.base}/dave-vault/`;
+      await cofferOk(['init', ws.vault, '--remote', url], { env: { COFFER_TOKEN: token } });
       await own.stop();
 
       const mounted = await ws.mount();
       expect(mounted.stderr).toMatch(/could not be reached at mount .*working offline/);
       expect((await status(ws)).remoteSpace).toBeNull();
-      fs.writeFileSync(ws.path('offline'), 'written while the server was down');
+      // Offline no limit is known: more than the quota is accepted, and kept.
+      const offline = fill(ws, 'offline', 8);
+      expect(offline.error).toBeUndefined();
 
       const started = Date.now();
       const bounded = await coffer(['sync', ws.mnt, '--wait', '--timeout', '2']);
       expect(bounded.code, bounded.stderr).toBe(1);
       expect(Date.now() - started).toBeLessThan(8000);
       expect(bounded.stderr).toMatch(/Not synced: stopped waiting after 2 s \(--timeout\)/);
-      expect(bounded.stderr).toMatch(/Not on the remote yet: 1 file/);
+      expect(bounded.stderr).toMatch(/Not on the remote yet: 8 files/);
       const badTimeout = await coffer(['sync', ws.mnt, '--wait', '--timeout', '-1']);
       expect(badTimeout.code).toBe(2);
 
       restarted = await startServe(['--listen', `127.0.0.1:${port}`, '--data', data]);
       await until('the drive learns the quota', async () => (await status(ws)).remoteSpace?.quotaBytes === QUOTA, 15_000);
-      const filled = fill(ws, 'f', 12);
-      expect(filled.error).toBe('ENOSPC');
-      expect(total(filled.acknowledged)).toBeLessThanOrEqual(QUOTA);
+      expect(writeFile(ws.path('past'), randomBytes(MiB)).error).toBe('ENOSPC');
+      // What went past the quota offline cannot go up, and nothing this drive can do frees room.
+      const waited = await coffer(['sync', ws.mnt, '--wait', '--timeout', '120'], { timeoutMs: 150_000 });
+      expect(waited.code, waited.stderr).toBe(1);
+      expect(waited.stderr).toMatch(/Not synced: the remote account is full \(.* used of its quota of 6\.0 MiB\)/);
+
+      // Deleting the files status names as not fitting, and a few more, makes room: writes are
+      // accepted again, without a remount.
+      const stuck = new Set(((await status(ws)) as Status & { uploadErrors: { paths: string[] }[] }).uploadErrors.flatMap((e) => e.paths.map((p) => p.slice(1))));
+      expect(stuck.size).toBeGreaterThan(0);
+      const others = [...offline.acknowledged.keys()].filter((name) => !stuck.has(name));
+      const removed = new Set([...stuck, ...others.slice(0, 3)]);
+      const kept = new Map([...offline.acknowledged].filter(([name]) => !removed.has(name)));
+      for (const name of removed) fs.unlinkSync(ws.path(name));
+      await until('writes are accepted again', () => !writeFile(ws.path('again'), randomBytes(MiB)).error, 60_000);
+      kept.set('again', fs.readFileSync(ws.path('again')));
       await cofferOk(['sync', ws.mnt, '--wait', '--timeout', '60']);
-      expect((await status(ws)).sync.lastError).toBeNull();
+      const synced = await status(ws);
+      expect(synced.sync.lastError).toBeNull();
+      expect(synced.sync.refused).toEqual([]);
+      await ws.unmount();
+      await expectCloneHas(url, token, kept);
     } finally {
       await own.stop();
       await restarted?.stop();
     }
-  }, 180_000);
+  }, 240_000);
 });

@@ -173,6 +173,23 @@ describe('RemoteSpaceGuard', () => {
     expect(admitted - 4 * MiB).toBeLessThanOrEqual(8 * MiB + OVERSHOOT_BOUND_BYTES);
   });
 
+  it('keeps the last room for the index: chunks that would take it wait, and are retried once room appears', async () => {
+    const { guard, world } = setup({ usedBytes: 8 * MiB, usedObjects: 8, quotaBytes: 10 * MiB, quotaObjects: 0 });
+    await guard.refresh();
+    world.queued = { chunks: 2, bytes: 2 * MiB };
+    expect(guard.mayUpload(MiB)).toBe(true); // 1 MiB left after it: more than two snapshots of a 64 KiB index
+    guard.uploaded(MiB);
+    world.queued = { chunks: 1, bytes: MiB };
+    expect(guard.mayUpload(MiB)).toBe(false); // it would take the index's room
+    world.answer = { ...world.answer!, usedBytes: 5 * MiB }; // a published delete freed room
+    world.clock += 5000;
+    await guard.refresh();
+    expect(world.rooms).toBe(1);
+    expect(guard.mayUpload(MiB)).toBe(true);
+    // Without a quota, or before the server answered, nothing is held back.
+    expect(setup(undefined).guard.mayUpload(1 << 40)).toBe(true);
+  });
+
   it('learns the quota when a server that was unreachable at mount answers', async () => {
     const { guard, world } = setup({ usedBytes: 0, usedObjects: 0, quotaBytes: 10 * MiB, quotaObjects: 0 });
     const real = (guard as unknown as { options: { fetch: (s: AbortSignal) => Promise<RemoteSpace | undefined> } }).options;

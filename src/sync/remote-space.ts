@@ -257,6 +257,25 @@ export class RemoteSpaceGuard {
     this.roomShownAfterRefusal = false;
   }
 
+  /**
+   * Whether a chunk of `bytes` may go up now. On an account with a byte quota, the last room is
+   * kept for the index's next snapshots: a full account can then still publish a delete, which is
+   * the only way room comes back. True while no quota is known.
+   */
+  mayUpload(bytes: number): boolean {
+    const space = this.space;
+    if (!space || space.quotaBytes <= 0) return true;
+    const used = space.usedBytes + this.uploadedBytes - this.baseBytes;
+    if (space.quotaBytes - used - bytes >= this.metadataReserve()) return true;
+    this.uploadsWaiting = true;
+    return false;
+  }
+
+  /** Room kept for metadata: the next two snapshots of the index, and a few manifests. */
+  private metadataReserve(): number {
+    return 2 * (this.options.metadataBytes() + CHUNK_OVERHEAD) + MANIFEST_RESERVE;
+  }
+
   /** This drive deleted objects from the remote: the server's figures now show more room. */
   freed(): void {
     void this.refresh({ after: true });
@@ -430,7 +449,8 @@ export class RemoteSpaceGuard {
   private roomForOneChunk(space: RemoteSpace): boolean {
     const used = space.usedBytes + this.uploadedBytes - this.baseBytes;
     const objects = space.usedObjects + this.uploadedObjects - this.baseObjects;
-    const bytesOk = space.quotaBytes <= 0 || space.quotaBytes - used >= Math.min(this.options.chunkSize, this.options.queued().bytes) + CHUNK_OVERHEAD;
+    const smallest = Math.min(this.options.chunkSize + CHUNK_OVERHEAD, this.options.queued().bytes);
+    const bytesOk = space.quotaBytes <= 0 || space.quotaBytes - used - this.metadataReserve() >= smallest;
     const objectsOk = space.quotaObjects <= 0 || objects < space.quotaObjects;
     return bytesOk && objectsOk;
   }
@@ -459,7 +479,7 @@ export class RemoteSpaceGuard {
     }
     if (space.quotaBytes <= 0) return Infinity;
     const used = space.usedBytes + this.uploadedBytes - this.baseBytes;
-    const reserve = uncommitted.chunks * CHUNK_OVERHEAD + 2 * (metadata + CHUNK_OVERHEAD) + MANIFEST_RESERVE + WRITES_IN_FLIGHT;
+    const reserve = uncommitted.chunks * CHUNK_OVERHEAD + this.metadataReserve() + WRITES_IN_FLIGHT;
     return space.quotaBytes - used - queued.bytes - uncommitted.bytes - reserve;
   }
 }

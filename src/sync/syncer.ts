@@ -16,7 +16,7 @@ import { mkdir, readFile, rm, writeFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
-import { CofferError, isCofferError, isRefusal, type CofferErrorCode } from '../errors.js';
+import { CofferError, RemoteError, isCofferError, isRefusal, type CofferErrorCode } from '../errors.js';
 import type { ChunkStore } from '../chunks/chunk-store.js';
 import type { VaultIndex } from '../index/vault-index.js';
 import { remoteKeys, type RemoteBackend } from '../remote/backend.js';
@@ -33,6 +33,8 @@ export interface UploadObserver {
   quotaExceeded(err: CofferError): void;
   /** Objects were deleted from the remote: the account has more room. */
   freed(): void;
+  /** Whether a chunk of `bytes` may go up now: false when it would take the room the index's next snapshot needs. */
+  mayUpload(bytes: number): boolean;
 }
 
 /** A refusal by the remote (errors.ts REFUSAL_CODES) that still holds. */
@@ -100,6 +102,8 @@ export interface SyncStatus {
   refused: SyncRefusal[];
   /** Uploads and publishing are paused until this time because the remote refused the token; null when not. */
   pausedUntilMs: number | null;
+  /** The remote has not answered since the mount (why); null once it has. */
+  offline: string | null;
 }
 
 export interface Manifest {
@@ -188,6 +192,7 @@ export class Syncer {
       publishPending: this.options.index.changeCount !== this.publishedChange,
       refused: [...this.refusals.values()],
       pausedUntilMs: this.paused() ? this.pausedUntilMs : null,
+      offline: this.offline,
     };
   }
 
@@ -319,6 +324,13 @@ export class Syncer {
       return;
     }
     const started = Date.now();
+    if (this.options.observer && !this.options.observer.mayUpload(sealed.length)) {
+      // The account's last room is kept for the index: without a publish, no delete can free any.
+      const err = new RemoteError('REMOTE_QUOTA', `the account's quota has no room for chunk ${hex} once room for the index's next snapshot is kept`);
+      this.noteRefusal(err, started);
+      this.failed(id, attempts, err.message);
+      return;
+    }
     try {
       await backend.put(remoteKeys.chunk(hex), sealed, { signal: this.abort.signal });
       index.markUploaded(id);
@@ -509,6 +521,8 @@ export class Syncer {
     const copyPath = join(stateDir, `snapshot-${randomBytes(6).toString('hex')}.db`);
     // Chunks released before the copy is taken are named by no snapshot from here on.
     const garbageCutoffMs = Date.now();
+    const parts: string[] = [];
+    let published = false;
     try {
       await index.backupTo(copyPath);
       const pending = await prepareSnapshot(copyPath);
@@ -523,17 +537,24 @@ export class Syncer {
         }
       }
       const snapshot = await readFile(copyPath);
-      const parts: string[] = [];
       for (let at = 0; at < snapshot.length || at === 0; at += chunkSize) {
         const part = snapshot.subarray(at, Math.min(at + chunkSize, snapshot.length));
         const id = randomBytes(32);
         const sealed = sealObject(metadataContext, ObjectType.SnapshotPart, id, part, { pad: true });
-        await backend.put(remoteKeys.snapshotPart(id.toString('hex')), sealed, { signal });
+        const key = remoteKeys.snapshotPart(id.toString('hex'));
+        try {
+          await backend.put(key, sealed, { signal });
+        } catch (err) {
+          // A full account: the fallback snapshot makes way for the new one (the newest stays).
+          if (!isCofferError(err, 'REMOTE_QUOTA') || !(await this.dropFallbackSnapshots(signal))) throw err;
+          await backend.put(key, sealed, { signal });
+        }
         this.options.observer?.uploaded(sealed.length);
         parts.push(id.toString('hex'));
         if (snapshot.length === 0) break;
       }
       const { counter, sealedManifest } = await this.createManifest(snapshot.length, parts, signal);
+      published = true;
       this.options.observer?.uploaded(sealedManifest.length);
       this.state = {
         writerId: this.state.writerId,
@@ -552,7 +573,29 @@ export class Syncer {
       await this.deleteRemoteGarbage(garbageCutoffMs, expired);
     } finally {
       await rm(copyPath, { force: true });
+      // Parts of a publish that failed would stay on the remote for good, taking room: remove them.
+      if (!published && parts.length > 0) {
+        const cleanup = AbortSignal.any([signal, AbortSignal.timeout(30_000)]);
+        await Promise.all(parts.map((part) => backend.delete(remoteKeys.snapshotPart(part), { signal: cleanup }).catch(() => {})));
+      }
     }
+  }
+
+  /**
+   * Deletes the parts of every published snapshot but the newest, to make room for the next one
+   * on a full account. Answers whether there was any to delete.
+   */
+  private async dropFallbackSnapshots(signal: AbortSignal): Promise<boolean> {
+    const older = (this.state.recentSnapshots ?? []).slice(1);
+    if (older.length === 0) return false;
+    for (const { parts } of older) {
+      for (const part of parts) await this.options.backend.delete(remoteKeys.snapshotPart(part), { signal });
+    }
+    this.state = { ...this.state, recentSnapshots: this.state.recentSnapshots!.slice(0, 1) };
+    await writeJsonAtomic(this.statePath, this.state);
+    this.options.log.info(`the remote account is full: deleted ${older.length} older snapshot(s) of the index to make room for the next`, { op: 'publish' });
+    this.options.observer?.freed();
+    return true;
   }
 }
 

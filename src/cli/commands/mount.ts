@@ -86,13 +86,13 @@ export async function mountCommand(args: MountArgs): Promise<void> {
       pendingChunks: status?.pendingChunks ?? null,
       pendingBytes: status?.pendingBytes ?? null,
       // Why the remote did not answer the first contact (the drive then works offline); null when it did.
-      remoteError: status?.sync.lastError ?? null,
+      remoteError: status?.sync.offline ?? null,
     });
     return;
   }
   say(`Mounted ${shown} at ${mountpoint}.`);
   // The remote did not answer the first contact: the drive works offline (never a refusal: that fails the mount).
-  if (status?.sync.lastError) say(`Note: ${status.sync.lastError}.`);
+  if (status?.sync.offline) say(`Note: ${status.sync.offline}.`);
   if (status && status.pendingChunks > 0) {
     say(`Resuming the upload of ${status.pendingChunks} chunks (${formatBytes(status.pendingBytes)}) written before the last unmount.`);
   }
