@@ -5,7 +5,8 @@
  * wait, and the remote-space guard follows the server's answers: it learns the quota once a
  * server that was down at mount answers, lets writes in again as soon as the server reports
  * room, stays consistent while a quota is raised, and lets at most the stated bound past a
- * lowered quota, losing nothing.
+ * lowered quota, losing nothing. Another writer on the same vault (a file:// remote) ends
+ * `sync --wait` the same way.
  */
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -333,4 +334,31 @@ describe('a server that is down', () => {
       await restarted?.stop();
     }
   }, 240_000);
+});
+
+describe('another writer on the same vault', () => {
+  it('ends sync --wait with exit 1 naming it, and unmount promises no upload', async () => {
+    const a = new Workspace('coffer-refusal-writer-a-');
+    const b = new Workspace('coffer-refusal-writer-b-');
+    workspaces.push(a, b);
+    const url = `file://${join(a.dir, 'remote')}`;
+    await cofferOk(['init', a.vault, '--remote', url]);
+    await a.mount();
+    fs.writeFileSync(a.path('first'), 'from a');
+    await cofferOk(['sync', a.mnt, '--wait', '--timeout', '60']);
+    await cofferOk(['clone', url, b.vault]);
+    await b.mount();
+    fs.writeFileSync(a.path('a.txt'), 'a again');
+    await cofferOk(['sync', a.mnt, '--wait', '--timeout', '60']);
+
+    fs.writeFileSync(b.path('b.txt'), 'from b');
+    const started = Date.now();
+    const waited = await coffer(['sync', b.mnt, '--wait', '--timeout', '120'], { timeoutMs: 150_000 });
+    expect(waited.code, waited.stderr).toBe(1);
+    expect(Date.now() - started).toBeLessThan(30_000);
+    expect(waited.stderr).toMatch(/Not synced: another device published to this vault: manifest \d+ was already published by another writer/);
+    const unmounted = await b.unmount();
+    expect(unmounted.stderr).toMatch(/cannot upload while another device published to this vault/);
+    expect(unmounted.stderr).not.toMatch(/uploads at the next mount/);
+  }, 120_000);
 });
