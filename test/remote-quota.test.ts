@@ -18,7 +18,7 @@ import { HttpBackend } from '../src/remote/http-backend.js';
 import { openBackend } from '../src/remote/open-backend.js';
 import { RateLimitedBackend } from '../src/remote/rate-limited-backend.js';
 import { RetryingBackend } from '../src/remote/retrying-backend.js';
-import { cofferOk, Workspace } from './helpers/drive.js';
+import { cofferOk, Workspace, writeAcknowledged } from './helpers/drive.js';
 import { startServe, type ServeProcess } from './helpers/serve.js';
 
 const MiB = 1024 * 1024;
@@ -39,29 +39,6 @@ async function setQuotaBytes(name: string, quotaBytes: number): Promise<void> {
   await cofferOk(['serve', 'account', 'set', name, '--data', data, '--quota-bytes', String(quotaBytes)]);
 }
 
-/** Writes all of `body` to a new file and closes it; `written` is what the drive acknowledged. */
-function writeFile(path: string, body: Buffer): { written: number; error?: string } {
-  let written = 0;
-  let fd: number | undefined;
-  try {
-    fd = fs.openSync(path, 'w');
-    // A write(2) the drive cuts short returns a count; the next one then reports the error.
-    while (written < body.length) written += fs.writeSync(fd, body, written, body.length - written);
-    const closing = fd;
-    fd = undefined;
-    fs.closeSync(closing);
-    return { written };
-  } catch (err) {
-    if (fd !== undefined) {
-      try {
-        fs.closeSync(fd);
-      } catch {
-        // the write's error is the one reported
-      }
-    }
-    return { written, error: (err as NodeJS.ErrnoException).code ?? String(err) };
-  }
-}
 
 interface SpaceStatus {
   usedBytes: number;
@@ -139,7 +116,7 @@ describe('a drive on an account with a byte quota', () => {
     let failure: { name: string; written: number; error?: string } | undefined;
     for (let i = 0; i < 16 && !failure; i++) {
       const body = randomBytes(MiB);
-      const result = writeFile(ws.path(`f${i}`), body);
+      const result = writeAcknowledged(ws.path(`f${i}`), body);
       if (result.error) failure = { name: `f${i}`, ...result };
       // A write cut short keeps what it acknowledged, as on a full disk.
       acknowledged.set(`f${i}`, body.subarray(0, result.written));
@@ -157,7 +134,7 @@ describe('a drive on an account with a byte quota', () => {
     expect(full!.freeBytes).toBeLessThan(MiB);
     expect((await cofferOk(['status', ws.mnt], { env })).stdout).toMatch(/^remote full: the account's quota of 8\.0 MiB is used; writes fail with ENOSPC/m);
     // Smaller steps fail too, and namespace changes still work.
-    expect(writeFile(ws.path('more'), randomBytes(MiB)).error).toBe('ENOSPC');
+    expect(writeAcknowledged(ws.path('more'), randomBytes(MiB)).error).toBe('ENOSPC');
     fs.mkdirSync(ws.path('dir'));
     fs.writeFileSync(ws.path('dir', 'empty'), '');
     fs.renameSync(ws.path('dir', 'empty'), ws.path('dir', 'still-empty'));
@@ -169,7 +146,7 @@ describe('a drive on an account with a byte quota', () => {
     await setQuotaBytes('filling', RAISED);
     await new Promise((r) => setTimeout(r, 2500));
     const after = randomBytes(2 * MiB);
-    expect(writeFile(ws.path('after'), after)).toEqual({ written: after.length });
+    expect(writeAcknowledged(ws.path('after'), after)).toEqual({ written: after.length });
     acknowledged.set('after', after);
     const raised = fs.statfsSync(ws.mnt);
     expect(raised.blocks * raised.bsize).toBe(RAISED);
@@ -193,7 +170,7 @@ describe('a drive on an account with a byte quota', () => {
     const { ws } = await driveOn('large', env);
 
     const body = randomBytes(24 * MiB);
-    const result = writeFile(ws.path('large'), body);
+    const result = writeAcknowledged(ws.path('large'), body);
     expect(result.error).toBe('ENOSPC');
     // Mid-write: part of the same write(2) was acknowledged before the refusal.
     expect(result.written).toBeGreaterThan(MiB);
@@ -222,7 +199,7 @@ describe('a drive on an account without a quota', () => {
     expect(mount.bsize).toBe(disk.bsize);
     expect(mount.blocks).toBe(disk.blocks);
     const body = randomBytes(3 * MiB);
-    expect(writeFile(ws.path('f'), body)).toEqual({ written: body.length });
+    expect(writeAcknowledged(ws.path('f'), body)).toEqual({ written: body.length });
     expect(await remoteSpace(ws.mnt, env)).toMatchObject({ quotaBytes: 0, freeBytes: null, full: false });
     expect((await cofferOk(['status', ws.mnt], { env })).stdout).not.toMatch(/remote full/);
     await cofferOk(['sync', ws.mnt, '--wait'], { env, timeoutMs: 90_000 });

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { HttpBackend } from '../src/remote/http-backend.js';
 import { OVERSHOOT_BOUND_BYTES } from '../src/sync/remote-space.js';
-import { coffer, cofferOk, isMounted, Workspace } from './helpers/drive.js';
+import { coffer, cofferOk, isMounted, Workspace, writeAcknowledged } from './helpers/drive.js';
 import { addServeAccount, startServe, type ServeProcess } from './helpers/serve.js';
 
 const MiB = 1024 * 1024;
@@ -61,35 +61,13 @@ async function serverSpace(token: string) {
   return (await new HttpBackend({ url: `${base}/`, token }).space())!;
 }
 
-/** Writes `body` to a new file and closes it; `written` is what the drive acknowledged. */
-function writeFile(path: string, body: Buffer): { written: number; error?: string } {
-  let written = 0;
-  let fd: number | undefined;
-  try {
-    fd = fs.openSync(path, 'w');
-    while (written < body.length) written += fs.writeSync(fd, body, written, body.length - written);
-    const closing = fd;
-    fd = undefined;
-    fs.closeSync(closing);
-    return { written };
-  } catch (err) {
-    if (fd !== undefined) {
-      try {
-        fs.closeSync(fd);
-      } catch {
-        // the write's error is the one reported
-      }
-    }
-    return { written, error: (err as NodeJS.ErrnoException).code ?? String(err) };
-  }
-}
 
 /** Writes 1 MiB files until one is refused (at most `limit`); what was acknowledged, by name. */
 function fill(ws: Workspace, prefix: string, limit: number): { acknowledged: Map<string, Buffer>; error?: string } {
   const acknowledged = new Map<string, Buffer>();
   for (let i = 0; i < limit; i++) {
     const body = randomBytes(MiB);
-    const result = writeFile(ws.path(`${prefix}${i}`), body);
+    const result = writeAcknowledged(ws.path(`${prefix}${i}`), body);
     acknowledged.set(`${prefix}${i}`, body.subarray(0, result.written));
     if (result.error) return { acknowledged, error: result.error };
   }
@@ -264,10 +242,10 @@ describe('a quota that changes under a mounted drive', () => {
     for (const name of [...filled.acknowledged.keys()].slice(0, 4)) fs.unlinkSync(ws.path(name));
     await until('the server counts the deleted chunks as free', async () => (await serverSpace(token)).usedBytes < QUOTA - 4 * MiB, 30_000);
     const started = Date.now();
-    let result = writeFile(ws.path('again'), randomBytes(MiB));
+    let result = writeAcknowledged(ws.path('again'), randomBytes(MiB));
     while (result.error && Date.now() - started < 2000) {
       await new Promise((r) => setTimeout(r, 100));
-      result = writeFile(ws.path('again'), randomBytes(MiB));
+      result = writeAcknowledged(ws.path('again'), randomBytes(MiB));
     }
     expect(result.error).toBeUndefined();
     expect(Date.now() - started).toBeLessThan(2000);
@@ -307,7 +285,7 @@ describe('a server that is down', () => {
 
       restarted = await startServe(['--listen', `127.0.0.1:${port}`, '--data', data]);
       await until('the drive learns the quota', async () => (await status(ws)).remoteSpace?.quotaBytes === QUOTA, 15_000);
-      expect(writeFile(ws.path('past'), randomBytes(MiB)).error).toBe('ENOSPC');
+      expect(writeAcknowledged(ws.path('past'), randomBytes(MiB)).error).toBe('ENOSPC');
       // What went past the quota offline cannot go up, and nothing this drive can do frees room.
       const waited = await coffer(['sync', ws.mnt, '--wait', '--timeout', '120'], { timeoutMs: 150_000 });
       expect(waited.code, waited.stderr).toBe(1);
@@ -321,7 +299,7 @@ describe('a server that is down', () => {
       const removed = new Set([...stuck, ...others.slice(0, 3)]);
       const kept = new Map([...offline.acknowledged].filter(([name]) => !removed.has(name)));
       for (const name of removed) fs.unlinkSync(ws.path(name));
-      await until('writes are accepted again', () => !writeFile(ws.path('again'), randomBytes(MiB)).error, 60_000);
+      await until('writes are accepted again', () => !writeAcknowledged(ws.path('again'), randomBytes(MiB)).error, 60_000);
       kept.set('again', fs.readFileSync(ws.path('again')));
       await cofferOk(['sync', ws.mnt, '--wait', '--timeout', '60']);
       const synced = await status(ws);

@@ -4,7 +4,7 @@
  * from outside, as a user's programs would.
  */
 import { execFile, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -140,5 +140,32 @@ export class Workspace {
       }
     }
     rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Writes all of `body` to a new file through the mount and closes it; `written` is what the
+ * drive acknowledged. A write(2) the drive cuts short returns a count; the next one then reports
+ * the error (e.g. ENOSPC), which comes back as `error`.
+ */
+export function writeAcknowledged(path: string, body: Buffer): { written: number; error?: string } {
+  let written = 0;
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, 'w');
+    while (written < body.length) written += writeSync(fd, body, written, body.length - written);
+    const closing = fd;
+    fd = undefined;
+    closeSync(closing);
+    return { written };
+  } catch (err) {
+    if (fd !== undefined) {
+      try {
+        closeSync(fd);
+      } catch {
+        // the write's error is the one reported
+      }
+    }
+    return { written, error: (err as NodeJS.ErrnoException).code ?? String(err) };
   }
 }
