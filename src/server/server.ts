@@ -11,6 +11,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pipeline } from 'node:stream';
+import { CofferError } from '../errors.js';
 import { AccountBook, type Account } from './accounts.js';
 import { isValidKey, isValidPrefix, keyFromPath } from './keys.js';
 import { StoreError, type ObjectStore } from './object-store.js';
@@ -152,14 +153,13 @@ export class CofferServer {
 
   async listen(): Promise<AddressInfo> {
     await this.store.open();
-    await this.accounts.load();
-    await new Promise<void>((resolvePromise, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(this.options.port, this.options.host, () => {
-        this.server.off('error', reject);
-        resolvePromise();
-      });
-    });
+    try {
+      await this.accounts.load();
+      await listenOn(this.server, this.options.host, this.options.port);
+    } catch (err) {
+      await this.store.close();
+      throw err;
+    }
     // Accounts added, changed or revoked by another process (or the CLI) reach this one.
     this.accountsTimer = setInterval(() => {
       this.accounts.load().catch((err: unknown) => process.stderr.write(`coffer serve: re-reading the accounts: ${(err as Error)?.message ?? String(err)}\n`));
@@ -469,6 +469,39 @@ export class CofferServer {
     const text = Buffer.from(lines.join('\n') + '\n');
     res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4', 'Content-Length': text.length });
     res.end(text);
+  }
+}
+
+/** Listens on `host:port`, or fails with CANNOT_LISTEN and one sentence saying why. */
+async function listenOn(server: Server, host: string, port: number, flag = ''): Promise<void> {
+  try {
+    await new Promise<void>((resolvePromise, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolvePromise();
+      });
+    });
+  } catch (err) {
+    const address = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+    throw new CofferError('CANNOT_LISTEN', `cannot listen on ${address}${flag && ` (${flag})`}: ${whyNotListening(err as NodeJS.ErrnoException, host, port)}`, { cause: err });
+  }
+}
+
+function whyNotListening(err: NodeJS.ErrnoException, host: string, port: number): string {
+  switch (err.code) {
+    case 'EADDRINUSE':
+      return 'the address is already in use (is another coffer serve running?)';
+    case 'EACCES':
+      return port < 1024 ? 'permission denied (ports below 1024 need root or the CAP_NET_BIND_SERVICE capability; use a port from 1024 up)' : 'permission denied';
+    case 'EADDRNOTAVAIL':
+      return 'this machine has no such address (use one of its own addresses, 127.0.0.1, or 0.0.0.0 for all of them)';
+    case 'ENOTFOUND':
+      return `no address is known for the host name ${host}`;
+    case 'EAI_AGAIN':
+      return `the host name ${host} could not be looked up (the name server did not answer)`;
+    default:
+      return err.message;
   }
 }
 
