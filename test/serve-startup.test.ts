@@ -1,6 +1,7 @@
 /**
  * How `coffer serve` starts, or refuses to start: a port another process holds, an address it
- * may not or cannot listen on. Each case runs a real `coffer serve` child process.
+ * may not or cannot listen on, a data directory that is missing or is a file, and one with no
+ * accounts yet. Each case runs a real `coffer serve` child process.
  */
 import { execFile } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -76,4 +77,46 @@ describe('coffer serve --listen on an address it cannot have', () => {
       }
     },
   );
+});
+
+describe('coffer serve --data', () => {
+  it('refuses a data directory that does not exist, naming it and the command that creates it, with exit code 2', async () => {
+    const missing = join(dir, 'no', 'such', 'dir');
+    const result = await coffer(['serve', '--listen', '127.0.0.1:0', '--data', missing]);
+    expectOneLine(result, 2, new RegExp(`^coffer: .*${escaped(missing)} does not exist.*coffer serve account add NAME --data ${escaped(missing)}`));
+    expect(existsSync(join(dir, 'no'))).toBe(false);
+  });
+
+  it('refuses a --data that is a file, with exit code 2', async () => {
+    const file = join(dir, 'a-file');
+    writeFileSync(file, 'not a folder');
+    const result = await coffer(['serve', '--listen', '127.0.0.1:0', '--data', file]);
+    expectOneLine(result, 2, new RegExp(`^coffer: --data ${escaped(file)} is a file, not a folder`));
+  });
+
+  it('starts on a folder with no accounts, says so on stderr, and takes an account added while it runs', async () => {
+    const empty = join(dir, 'empty');
+    mkdirSync(empty);
+    const server = await startServe(['--listen', '127.0.0.1:0', '--data', empty]);
+    try {
+      for (let waited = 0; !server.output.stderr.includes('\n') && waited < 5_000; waited += 50) await new Promise((r) => setTimeout(r, 50));
+      expect(server.output.stderr).toMatch(new RegExp(`^coffer serve: ${escaped(empty)} has no accounts yet; .*coffer serve account add NAME --data ${escaped(empty)}\n$`));
+      const token = await addServeAccount(['--data', empty], 'late');
+      const usage = await fetch(`${server.base}/v1/usage`, { headers: { authorization: `Bearer ${token}` } });
+      expect(usage.status).toBe(200);
+    } finally {
+      await server.stop();
+    }
+    // With an account, no note.
+    const again = await startServe(['--listen', '127.0.0.1:0', '--data', empty]);
+    await new Promise((r) => setTimeout(r, 300));
+    await again.stop();
+    expect(again.output.stderr).toBe('');
+  });
+
+  it('lets `serve account add` create the data directory', async () => {
+    const fresh = join(dir, 'made', 'by', 'add');
+    await addServeAccount(['--data', fresh], 'first');
+    expect(existsSync(join(fresh, 'accounts.json'))).toBe(true);
+  });
 });

@@ -5,7 +5,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { request, type ClientRequest } from 'node:http';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -234,6 +234,7 @@ describe('coffer serve against slow clients', () => {
   it('refuses timeout flags Node would refuse, with exit code 2, and shortens the headers timeout to a short request timeout', async () => {
     const { coffer } = await import('./helpers/drive.js');
     const data = newDataDir();
+    mkdirSync(data);
     for (const flags of [['--request-timeout', '2', '--headers-timeout', '3'], ['--request-timeout', '0'], ['--max-uploads', '0'], ['--rate-limit', '-1']]) {
       const { code, stderr } = await coffer(['serve', '--listen', '127.0.0.1:0', '--data', data, ...flags]);
       expect([flags, code, stderr]).toEqual([flags, 2, expect.stringMatching(/^coffer: --/)]);

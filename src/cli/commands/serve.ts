@@ -1,4 +1,5 @@
 /** `coffer serve` (the HTTP server for http(s):// remotes) and `coffer serve account …`. */
+import { stat } from 'node:fs/promises';
 import { CofferError } from '../../errors.js';
 import { s3OptionsFromUrl } from '../../remote/open-backend.js';
 import { addAccount, issueToken, listAccounts, removeAccount, revokeTokens, setQuota, type Account } from '../../server/accounts.js';
@@ -23,6 +24,30 @@ export function openStore(args: StoreArgs): ObjectStore {
   return new S3ObjectStore(s3OptionsFromUrl(args.s3!, { s3Endpoint: args.s3Endpoint }));
 }
 
+/** The store flags as typed, for the commands a message suggests. */
+function storeFlags(args: StoreArgs): string {
+  if (args.data !== undefined) return `--data ${args.data}`;
+  return `--s3 ${args.s3}` + (args.s3Endpoint !== undefined ? ` --s3-endpoint ${args.s3Endpoint}` : '');
+}
+
+/**
+ * The server's data directory must exist: a mistyped --data must not start a server over a new,
+ * empty folder. `coffer serve account add` creates it.
+ */
+async function checkDataDir(data: string): Promise<void> {
+  let info;
+  try {
+    info = await stat(data);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'ENOENT' && code !== 'ENOTDIR') throw new CofferError('BAD_ARGUMENT', `--data ${data}: ${(err as Error).message}`);
+    throw new CofferError('BAD_ARGUMENT', `the data directory ${data} does not exist; create it with its first account: coffer serve account add NAME --data ${data}`);
+  }
+  if (!info.isDirectory()) {
+    throw new CofferError('BAD_ARGUMENT', `--data ${data} is ${info.isFile() ? 'a file, ' : ''}not a folder: give the server's data directory (coffer serve account add NAME --data DIR creates one)`);
+  }
+}
+
 export function parseListen(listen: string): { host: string; port: number } {
   const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:]+)):(\d{1,5})$/.exec(listen);
   const port = match ? Number(match[3]) : NaN;
@@ -43,9 +68,16 @@ export async function serveCommand(args: { listen: string } & StoreArgs & Omit<S
   } else if (limits.headersTimeoutMs !== undefined && limits.headersTimeoutMs > SERVE_DEFAULTS.requestTimeoutMs) {
     throw new CofferError('BAD_ARGUMENT', '--headers-timeout must not be longer than --request-timeout');
   }
+  if (data !== undefined) await checkDataDir(data);
   const defined = Object.fromEntries(Object.entries(limits).filter(([, v]) => v !== undefined));
-  const server = new CofferServer({ store: openStore({ data, s3, s3Endpoint }), host, port, ...defined });
+  const store = openStore({ data, s3, s3Endpoint });
+  const server = new CofferServer({ store, host, port, ...defined });
   const address = await server.listen();
+  if ((await listAccounts(store)).length === 0) {
+    process.stderr.write(
+      `coffer serve: ${data ?? s3} has no accounts yet; add one (this server takes it up while it runs) with: coffer serve account add NAME ${storeFlags({ data, s3, s3Endpoint })}\n`,
+    );
+  }
   const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   // The handlers go in before the line is printed: whoever waits for the line may signal at once.
   const stopped = new Promise<void>((resolvePromise) => {
@@ -109,8 +141,7 @@ export async function serveAccountListCommand(args: { json: boolean } & StoreArg
     return;
   }
   if (accounts.length === 0) {
-    const where = args.data !== undefined ? `--data ${args.data}` : `--s3 ${args.s3}`;
-    process.stdout.write(`No accounts in ${args.data ?? args.s3} (add one with: coffer serve account add NAME ${where})\n`);
+    process.stdout.write(`No accounts in ${args.data ?? args.s3} (add one with: coffer serve account add NAME ${storeFlags(args)})\n`);
     return;
   }
   const rows = [
