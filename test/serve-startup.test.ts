@@ -120,3 +120,55 @@ describe('coffer serve --data', () => {
     expect(existsSync(join(fresh, 'accounts.json'))).toBe(true);
   });
 });
+
+describe('coffer serve metrics access', () => {
+  it('refuses /metrics on the main address when no admin token is set, naming the two ways to get them', async () => {
+    const server = await startServe(['--listen', '127.0.0.1:0', '--data', data], { COFFER_ADMIN_TOKEN: '' });
+    try {
+      for (const headers of [{}, { authorization: 'Bearer anything' }] as Record<string, string>[]) {
+        const answer = await fetch(`${server.base}/metrics`, { headers });
+        const body = (await answer.json()) as { error: { code: string; message: string } };
+        expect([answer.status, body.error.code]).toEqual([401, 'UNAUTHORIZED']);
+        expect(body.error.message).toMatch(/--admin-token-file.*--metrics-listen/);
+      }
+      expect((await fetch(`${server.base}/healthz`)).status).toBe(200);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('takes the admin token from COFFER_ADMIN_TOKEN', async () => {
+    const server = await startServe(['--listen', '127.0.0.1:0', '--data', data], { COFFER_ADMIN_TOKEN: 'an-admin-token-from-the-environment' });
+    try {
+      expect((await fetch(`${server.base}/metrics`, { headers: { authorization: 'Bearer an-admin-token-from-the-environment' } })).status).toBe(200);
+      expect((await fetch(`${server.base}/metrics`, { headers: { authorization: 'Bearer an-admin-token' } })).status).toBe(401);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('refuses an admin token file other users can read or change, one that is missing, and an empty one', async () => {
+    const file = join(dir, 'admin-token');
+    writeFileSync(file, 'secret-admin-token\n');
+    for (const mode of [0o644, 0o640, 0o604, 0o620]) {
+      chmodSync(file, mode);
+      const result = await coffer(['serve', '--listen', '127.0.0.1:0', '--data', data, '--admin-token-file', file]);
+      expectOneLine(result, 1, new RegExp(`^coffer: the admin token file ${escaped(file)} can be (read|changed) by other users \\(mode ${mode.toString(8)}\\); .*chmod 600 ${escaped(file)}\n$`));
+    }
+    const missing = join(dir, 'no-admin-token');
+    expectOneLine(await coffer(['serve', '--listen', '127.0.0.1:0', '--data', data, '--admin-token-file', missing]), 2, new RegExp(`^coffer: cannot use the admin token file ${escaped(missing)}: it does not exist`));
+    const empty = join(dir, 'empty-admin-token');
+    writeFileSync(empty, '\n', { mode: 0o600 });
+    expectOneLine(await coffer(['serve', '--listen', '127.0.0.1:0', '--data', data, '--admin-token-file', empty]), 2, /^coffer: the admin token file .* is empty/);
+  });
+
+  it('says in one line that the --metrics-listen port is in use, and exits 1', async () => {
+    const held = await holdPort();
+    try {
+      const result = await coffer(['serve', '--listen', '127.0.0.1:0', '--data', data, '--metrics-listen', `127.0.0.1:${held.port}`]);
+      expectOneLine(result, 1, new RegExp(`^coffer: cannot listen on 127\\.0\\.0\\.1:${held.port} \\(--metrics-listen\\): the address is already in use \\(is another coffer serve running\\?\\)\n$`));
+    } finally {
+      await held.release();
+    }
+  });
+});

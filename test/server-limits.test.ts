@@ -42,8 +42,11 @@ function newDataDir(): string {
   return join(dir, `data-${++dataDirs}`);
 }
 
+/** Lets the tests read /metrics (uploads in progress). */
+const ADMIN_TOKEN = 'limits-test-admin-token';
+
 async function serve(data: string, flags: string[] = []): Promise<Served> {
-  const { child, port } = await startServe(['--listen', '127.0.0.1:0', '--data', data, ...flags]);
+  const { child, port } = await startServe(['--listen', '127.0.0.1:0', '--data', data, ...flags], { COFFER_ADMIN_TOKEN: ADMIN_TOKEN });
   running.add(child);
   return { child, port, data };
 }
@@ -116,7 +119,7 @@ const tmpEntries = (data: string, id: string): string[] => {
 };
 
 async function uploadsInProgress(server: Served): Promise<number> {
-  const metrics = (await call(server, 'GET', '/metrics')).body.toString('utf8');
+  const metrics = (await call(server, 'GET', '/metrics', ADMIN_TOKEN)).body.toString('utf8');
   return Number(/^coffer_serve_uploads_in_progress (\d+)$/m.exec(metrics)![1]);
 }
 

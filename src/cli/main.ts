@@ -280,11 +280,16 @@ async function main(): Promise<void> {
               .option('request-timeout', { type: 'number', describe: 'seconds a request (headers and body) may take (default 300)' })
               .option('headers-timeout', { type: 'number', describe: 'seconds the request headers may take to arrive (default 10)' })
               .option('idle-timeout', { type: 'number', describe: 'seconds a connection may stay silent (default 30)' })
+              .option('admin-token-file', { type: 'string', describe: 'GET /metrics on --listen needs Authorization: Bearer <the token in this file> (readable by you alone; else COFFER_ADMIN_TOKEN; without either, /metrics is refused there)' })
+              .option('metrics-listen', { type: 'string', describe: 'HOST:PORT of a second, private address that serves /metrics and /healthz only, without a token (e.g. for Prometheus)' })
               .example('$0 serve --listen 127.0.0.1:8080 --data /srv/coffer', 'then on the drive: coffer init ~/vault --remote http://127.0.0.1:8080/')
+              .example('$0 serve --listen 0.0.0.0:8080 --data /srv/coffer --metrics-listen 127.0.0.1:9464', 'metrics for a Prometheus on this host, never on the public address')
               .example('$0 serve --listen 0.0.0.0:8080 --s3 s3://bucket/coffer --s3-endpoint http://rgw:7480', 'one of several servers over one bucket'),
           (argv) =>
             serveCommand({
               listen: argv.listen,
+              metricsListen: argv['metrics-listen'],
+              adminTokenFile: argv['admin-token-file'],
               ...storeArgs(argv),
               maxObjectSize: size(argv['max-object-size']),
               maxConcurrentUploads: argv['max-uploads'],
