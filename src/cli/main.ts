@@ -51,16 +51,20 @@ function remoteOptions<T>(y: Argv<T>) {
     .option('cache-size', { type: 'string', describe: 'local cache limit, e.g. 10G (chunks the remote holds are evicted beyond it)' });
 }
 
+/** For the commands that unlock a vault (the server commands have no passphrase to take). */
+function passphraseOption<T>(y: Argv<T>, describe = 'read the passphrase from this file (else COFFER_PASSPHRASE, else a prompt)') {
+  return y.option('passphrase-file', { type: 'string', describe });
+}
+
 async function main(): Promise<void> {
   await yargs(hideBin(process.argv))
     .scriptName('coffer')
     .usage('$0 <command> [options]\n\nAn end-to-end encrypted drive: a folder whose contents live as ciphertext on storage you do not have to trust.')
-    .option('passphrase-file', { type: 'string', describe: 'read the passphrase from this file (else COFFER_PASSPHRASE, else a prompt)', global: true })
     .command(
       'init <vault-dir>',
       'create a new vault',
       (y) =>
-        remoteOptions(y)
+        passphraseOption(remoteOptions(y))
           .positional('vault-dir', { type: 'string', demandOption: true, describe: 'a new or empty directory for the vault' })
           .option('remote', { type: 'string', describe: 'where the encrypted data goes (default: a folder inside the vault): file:///path, s3://bucket/prefix or http(s)://host:port/prefix/ (coffer serve; token from COFFER_TOKEN)' })
           .option('name', { type: 'string', describe: `the volume name the mount shows (df, findmnt, mountinfo); default: the directory's name. Kept on this machine only` })
@@ -84,7 +88,7 @@ async function main(): Promise<void> {
       'mount <vault-dir> <mountpoint>',
       'unlock a vault and mount it as a folder',
       (y) =>
-        y
+        passphraseOption(y)
           .positional('vault-dir', { type: 'string', demandOption: true })
           .positional('mountpoint', { type: 'string', demandOption: true, describe: 'an existing directory' })
           .option('foreground', { type: 'boolean', default: false, describe: 'keep the daemon attached to this terminal (for systemd and debugging)' })
@@ -154,7 +158,7 @@ async function main(): Promise<void> {
       'clone <remote-url> <vault-dir>',
       'recreate a vault on this machine from its remote and passphrase',
       (y) =>
-        remoteOptions(y)
+        passphraseOption(remoteOptions(y))
           .positional('remote-url', { type: 'string', demandOption: true, describe: 'file:///path, s3://bucket/prefix or http(s)://host:port/prefix/' })
           .positional('vault-dir', { type: 'string', demandOption: true, describe: 'a new or empty directory' })
           .option('name', { type: 'string', describe: `the volume name of this copy (names are never on the remote); default: the directory's name` })
@@ -176,7 +180,7 @@ async function main(): Promise<void> {
       'fsck <vault-dir>',
       'check an unmounted vault: the index, every local chunk, and with --remote every chunk on the remote',
       (y) =>
-        y
+        passphraseOption(y)
           .positional('vault-dir', { type: 'string', demandOption: true })
           .option('remote', { type: 'boolean', default: false, describe: 'also download and authenticate every chunk from the remote' })
           .option('json', { type: 'boolean', default: false, describe: 'print the report as JSON' })
@@ -187,7 +191,7 @@ async function main(): Promise<void> {
       'rebuild-index <vault-dir>',
       'rebuild a lost or damaged local index from the remote (keeps the old files and unplaced chunks aside)',
       (y) =>
-        y
+        passphraseOption(y)
           .positional('vault-dir', { type: 'string', demandOption: true })
           .option('json', { type: 'boolean', default: false, describe: 'print what was restored and what was moved aside as JSON' })
           .example('$0 rebuild-index ~/vault', ''),
@@ -197,7 +201,7 @@ async function main(): Promise<void> {
       'passwd <vault-dir>',
       'change the passphrase, here and on the remote (the old one stops working)',
       (y) =>
-        y
+        passphraseOption(y, 'read the current passphrase from this file (else COFFER_PASSPHRASE, else a prompt)')
           .positional('vault-dir', { type: 'string', demandOption: true })
           .option('new-passphrase-file', { type: 'string', describe: 'read the new passphrase from this file (else COFFER_NEW_PASSPHRASE, else a prompt asked twice)' })
           .option('json', { type: 'boolean', default: false, describe: 'print the outcome as JSON' })
@@ -230,7 +234,7 @@ async function main(): Promise<void> {
           'install <vault-dir> <mountpoint>',
           'write a systemd user unit that mounts the vault (needs --passphrase-file, readable by you alone)',
           (yy) =>
-            yy
+            passphraseOption(yy, 'the passphrase file the service mounts with (required; readable by you alone)')
               .positional('vault-dir', { type: 'string', demandOption: true })
               .positional('mountpoint', { type: 'string', demandOption: true, describe: 'an existing directory' })
               .option('stop-timeout', {
