@@ -109,7 +109,8 @@ export async function serveCommand(
   const store = openStore({ data, s3, s3Endpoint });
   const server = new CofferServer({ store, host, port, adminToken, metricsListen, ...defined });
   const { address, metrics } = await server.listen();
-  if ((await listAccounts(store)).length === 0) {
+  // Only a note: a registry that cannot be read just now was read a moment ago, by listen().
+  if (await listAccounts(store).then((accounts) => accounts.length === 0, () => false)) {
     process.stderr.write(
       `coffer serve: ${data ?? s3} has no accounts yet; add one (this server takes it up while it runs) with: coffer serve account add NAME ${storeFlags({ data, s3, s3Endpoint })}\n`,
     );
