@@ -41,7 +41,9 @@ export type CofferErrorCode =
   /** A file holding a secret can be read or changed by other users. */
   | 'UNSAFE_PERMISSIONS'
   /** Nothing of the kind is installed (e.g. no service unit for a vault). */
-  | 'NOT_INSTALLED';
+  | 'NOT_INSTALLED'
+  /** `coffer serve` could not listen on an address: in use, not allowed, or not this machine's. */
+  | 'CANNOT_LISTEN';
 
 export class CofferError extends Error {
   constructor(readonly code: CofferErrorCode, message: string, options?: { cause?: unknown }) {

@@ -5,6 +5,7 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CLI, coffer, cofferOk, PASSPHRASE, readLogEntries, Workspace } from './helpers/drive.js';
@@ -444,5 +445,26 @@ describe('help and completion', () => {
     for (const flag of ['--json', '--lines', '--follow']) expect(logs, flag).toContain(flag);
     const completion = await cofferOk(['completion']);
     expect(completion.stdout).toMatch(/complete -o/);
+  });
+
+  it('offers --passphrase-file only on the commands that unlock a vault, and refuses it on the server commands', async () => {
+    for (const command of ['init', 'mount', 'clone', 'fsck', 'rebuild-index', 'passwd', 'service install']) {
+      expect((await cofferOk([...command.split(' '), '--help'])).stdout, command).toContain('--passphrase-file');
+    }
+    for (const command of ['serve', 'serve account', 'serve account add', 'serve account list', 'ls-mounts', 'logs', 'service uninstall']) {
+      expect((await cofferOk([...command.split(' '), '--help'])).stdout, command).not.toMatch(/passphrase/i);
+    }
+    const dir = fs.mkdtempSync(join(tmpdir(), 'coffer-serve-flags-'));
+    try {
+      const data = join(dir, 'data');
+      fs.mkdirSync(data);
+      for (const args of [['serve', '--listen', '127.0.0.1:0', '--data', data], ['serve', 'account', 'add', 'alice', '--data', data]]) {
+        const refused = await coffer([...args, '--passphrase-file', join(dir, 'passphrase')], { timeoutMs: 15_000 });
+        expect([args[1], refused.code, refused.stderr]).toEqual([args[1], 2, expect.stringMatching(/^coffer: Unknown argument.*passphrase-file/)]);
+      }
+      expect(fs.readdirSync(data)).toEqual([]);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -64,6 +64,7 @@ async function driveOn(account: string, env: NodeJS.ProcessEnv): Promise<{ ws: W
 beforeAll(async () => {
   dir = fs.mkdtempSync(join(tmpdir(), 'coffer-quota-'));
   data = join(dir, 'data');
+  fs.mkdirSync(data); // accounts come later, while the server runs
   server = await startServe(['--listen', '127.0.0.1:0', '--data', data]);
   base = server.base;
 });

@@ -5,7 +5,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { request, type ClientRequest } from 'node:http';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -42,8 +42,11 @@ function newDataDir(): string {
   return join(dir, `data-${++dataDirs}`);
 }
 
+/** Lets the tests read /metrics (uploads in progress). */
+const ADMIN_TOKEN = 'limits-test-admin-token';
+
 async function serve(data: string, flags: string[] = []): Promise<Served> {
-  const { child, port } = await startServe(['--listen', '127.0.0.1:0', '--data', data, ...flags]);
+  const { child, port } = await startServe(['--listen', '127.0.0.1:0', '--data', data, ...flags], { COFFER_ADMIN_TOKEN: ADMIN_TOKEN });
   running.add(child);
   return { child, port, data };
 }
@@ -116,7 +119,7 @@ const tmpEntries = (data: string, id: string): string[] => {
 };
 
 async function uploadsInProgress(server: Served): Promise<number> {
-  const metrics = (await call(server, 'GET', '/metrics')).body.toString('utf8');
+  const metrics = (await call(server, 'GET', '/metrics', ADMIN_TOKEN)).body.toString('utf8');
   return Number(/^coffer_serve_uploads_in_progress (\d+)$/m.exec(metrics)![1]);
 }
 
@@ -234,6 +237,7 @@ describe('coffer serve against slow clients', () => {
   it('refuses timeout flags Node would refuse, with exit code 2, and shortens the headers timeout to a short request timeout', async () => {
     const { coffer } = await import('./helpers/drive.js');
     const data = newDataDir();
+    mkdirSync(data);
     for (const flags of [['--request-timeout', '2', '--headers-timeout', '3'], ['--request-timeout', '0'], ['--max-uploads', '0'], ['--rate-limit', '-1']]) {
       const { code, stderr } = await coffer(['serve', '--listen', '127.0.0.1:0', '--data', data, ...flags]);
       expect([flags, code, stderr]).toEqual([flags, 2, expect.stringMatching(/^coffer: --/)]);

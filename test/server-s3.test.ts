@@ -20,6 +20,8 @@ const servers: ChildProcess[] = [];
 const bases: string[] = [];
 const prefix = `serve-${randomBytes(4).toString('hex')}`;
 const tokens: Record<'a' | 'b' | 'small', string> = { a: '', b: '', small: '' };
+let smallId = '';
+const ADMIN_TOKEN = `admin-${randomBytes(16).toString('hex')}`;
 /** Keys in the bucket before the servers ran (the RGW script's own marker). */
 let keysBefore: string[] = [];
 const MAX_OBJECT = 256 * 1024;
@@ -28,13 +30,15 @@ let s3url: string;
 
 async function addAccount(name: string, extra: string[] = []): Promise<string> {
   const { stdout } = await cofferOk(['serve', 'account', 'add', name, '--s3', s3url, '--json', ...extra], { env: s3env });
-  return (JSON.parse(stdout) as { token: string }).token;
+  const { id, token } = JSON.parse(stdout) as { id: string; token: string };
+  if (name === 'small') smallId = id;
+  return token;
 }
 
 async function startServer(): Promise<string> {
   const child = spawn(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', '--s3', s3url, '--s3-endpoint', rgw!.endpoint, '--max-object-size', String(MAX_OBJECT)], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ...s3env, COFFER_S3_ENDPOINT: '' },
+    env: { ...process.env, ...s3env, COFFER_S3_ENDPOINT: '', COFFER_ADMIN_TOKEN: ADMIN_TOKEN },
   });
   servers.push(child);
   let stderr = '';
@@ -213,8 +217,8 @@ describe('coffer serve --s3: two processes over one bucket', () => {
     const err = await failure(backend(0, tokens.small, 'q').put('chunks/b', randomBytes(600)));
     expect(err.code).toBe('REMOTE_QUOTA');
     await backend(1, tokens.small, 'q').put('chunks/c', randomBytes(10));
-    const metrics = await raw(1, 'GET', '/metrics');
-    expect(metrics.body).toMatch(/^coffer_serve_account_bytes\{account="small"\} 610$/m);
+    const metrics = await raw(1, 'GET', '/metrics', { token: ADMIN_TOKEN });
+    expect(metrics.body).toContain(`\ncoffer_serve_account_bytes{account="${smallId}"} 610\n`);
     expect(metrics.body).toMatch(/^coffer_serve_errors_total\{code="QUOTA_EXCEEDED"\} 1$/m);
   });
 

@@ -1,9 +1,8 @@
 /**
  * `coffer serve` as a real child process over a fresh data directory, and the drive's
  * http:// backend against it: the backend conformance suite, accounts kept apart, keys that
- * try to escape, size limits and quotas.
+ * try to escape, size limits, quotas, and metrics behind the admin token.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
@@ -14,50 +13,42 @@ import { CofferError } from '../src/errors.js';
 import { HttpBackend } from '../src/remote/http-backend.js';
 import { openBackend } from '../src/remote/open-backend.js';
 import { RetryingBackend } from '../src/remote/retrying-backend.js';
-import { CLI, cofferOk, Workspace } from './helpers/drive.js';
+import { cofferOk, Workspace } from './helpers/drive.js';
 import { failure, remoteConformance } from './helpers/remote-conformance.js';
+import { startServe, type ServeProcess } from './helpers/serve.js';
 
 let dir: string;
 let data: string;
-let server: ChildProcess | undefined;
+let server: ServeProcess | undefined;
 let base: string;
 const tokens: Record<'a' | 'b' | 'small', string> = { a: '', b: '', small: '' };
+const ids: Record<'a' | 'b' | 'small', string> = { a: '', b: '', small: '' };
 const MAX_OBJECT = 256 * 1024;
+const ADMIN_TOKEN = `admin-${randomBytes(16).toString('hex')}`;
 
-async function addAccount(name: string, extra: string[] = []): Promise<string> {
+async function addAccount(name: string, extra: string[] = []): Promise<{ id: string; token: string }> {
   const { stdout } = await cofferOk(['serve', 'account', 'add', name, '--data', data, '--json', ...extra]);
-  return (JSON.parse(stdout) as { token: string }).token;
+  return JSON.parse(stdout) as { id: string; token: string };
 }
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'coffer-serve-'));
   data = join(dir, 'data');
-  tokens.a = await addAccount('alice');
-  tokens.b = await addAccount('bob');
-  server = spawn(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', '--data', data, '--max-object-size', String(MAX_OBJECT)], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stderr = '';
-  server.stderr!.on('data', (d) => (stderr += d));
-  base = await new Promise<string>((resolvePromise, reject) => {
-    let out = '';
-    server!.stdout!.on('data', (d) => {
-      out += d;
-      const match = /listening on (http:\/\/\S+?)\/?\n/.exec(out);
-      if (match) resolvePromise(match[1]!);
-    });
-    server!.once('exit', (code) => reject(new Error(`coffer serve exited (${code}): ${stderr}`)));
-  });
+  ({ id: ids.a, token: tokens.a } = await addAccount('alice'));
+  ({ id: ids.b, token: tokens.b } = await addAccount('bob'));
+  const adminTokenFile = join(dir, 'admin-token');
+  writeFileSync(adminTokenFile, `${ADMIN_TOKEN}\n`, { mode: 0o600 });
+  server = await startServe([
+    '--listen', '127.0.0.1:0', '--data', data, '--max-object-size', String(MAX_OBJECT),
+    '--admin-token-file', adminTokenFile, '--metrics-listen', '127.0.0.1:0',
+  ]);
+  base = server.base;
   // An account added while the server runs is picked up without a restart.
-  tokens.small = await addAccount('small', ['--quota-bytes', '1000', '--quota-objects', '3']);
+  ({ id: ids.small, token: tokens.small } = await addAccount('small', ['--quota-bytes', '1000', '--quota-objects', '3']));
 });
 
 afterAll(async () => {
-  if (server && server.exitCode === null) {
-    const exited = new Promise((r) => server!.once('exit', r));
-    server.kill('SIGTERM');
-    await exited;
-  }
+  await server?.stop();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -66,9 +57,9 @@ function backend(token = tokens.a, prefix = `v-${randomBytes(4).toString('hex')}
 }
 
 /** One raw request, so tests can send what the backend never would. */
-function raw(method: string, path: string, options: { token?: string; body?: Buffer; headers?: Record<string, string> } = {}) {
-  return new Promise<{ status: number; body: string; json: { error?: { code: string } } | undefined }>((resolvePromise, reject) => {
-    const url = new URL(base);
+function raw(method: string, path: string, options: { token?: string; body?: Buffer; headers?: Record<string, string>; base?: string } = {}) {
+  return new Promise<{ status: number; body: string; json: { error?: { code: string; message: string } } | undefined }>((resolvePromise, reject) => {
+    const url = new URL(options.base ?? base);
     const req = request(
       {
         host: url.hostname,
@@ -104,11 +95,35 @@ remoteConformance('http:// URL through openBackend (retrying, token from COFFER_
 );
 
 describe('coffer serve', () => {
-  it('answers health checks without a token, and metrics in Prometheus text format', async () => {
+  it('answers health checks without a token, and metrics in Prometheus text format with the admin token', async () => {
     expect((await raw('GET', '/healthz')).status).toBe(200);
-    const metrics = await raw('GET', '/metrics');
+    const metrics = await raw('GET', '/metrics', { token: ADMIN_TOKEN });
     expect(metrics.status).toBe(200);
     expect(metrics.body).toMatch(/^# TYPE coffer_serve_requests_total counter$/m);
+  });
+
+  it('refuses /metrics without the admin token, with a wrong one or an account\'s, with 401 saying how to get them', async () => {
+    for (const token of [undefined, 'wrong', ADMIN_TOKEN.slice(0, -1), `${ADMIN_TOKEN}x`, tokens.a]) {
+      const answer = await raw('GET', '/metrics', token === undefined ? {} : { token });
+      expect([token, answer.status, answer.json?.error?.code]).toEqual([token, 401, 'UNAUTHORIZED']);
+      expect(answer.json?.error?.message).toMatch(/Authorization: Bearer <admin token>.*--admin-token-file/);
+      expect(answer.body).not.toContain('coffer_serve');
+    }
+    expect((await raw('GET', '/metrics', { token: ADMIN_TOKEN })).status).toBe(200);
+  });
+
+  it('serves /metrics and /healthz without a token on --metrics-listen, and nothing else there', async () => {
+    const metricsBase = server!.metricsBase!;
+    expect(metricsBase).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    expect(metricsBase).not.toBe(base);
+    const metrics = await raw('GET', '/metrics', { base: metricsBase });
+    expect(metrics.status).toBe(200);
+    expect(metrics.body).toMatch(/^# TYPE coffer_serve_requests_total counter$/m);
+    expect((await raw('GET', '/healthz', { base: metricsBase })).json).toEqual({ ok: true });
+    for (const [method, path] of [['GET', '/v1/usage'], ['GET', '/v1/objects/chunks/x'], ['PUT', '/v1/objects/chunks/x'], ['GET', '/v1/objects']]) {
+      const answer = await raw(method!, path!, { base: metricsBase, token: tokens.a, ...(method === 'PUT' ? { body: Buffer.from('x') } : {}) });
+      expect([method, path, answer.status, answer.json?.error?.code]).toEqual([method, path, 404, 'NOT_FOUND']);
+    }
   });
 
   it('refuses requests without a token or with a wrong one', async () => {
@@ -225,11 +240,11 @@ describe('coffer serve', () => {
     expect(listed.objects.map((o) => o.key)).toEqual(['conflict/a', 'conflict/d/e']);
   });
 
-  it('reports latency by method, errors by code and each served account\'s usage in /metrics', async () => {
+  it('reports latency by method, errors by code and each served account\'s usage in /metrics, labelled by account id and never by name', async () => {
     const remote = backend(tokens.b, 'metered');
     await remote.put('chunks/m', Buffer.alloc(1234));
     await failure(remote.get('chunks/absent'));
-    const text = (await raw('GET', '/metrics')).body;
+    const text = (await raw('GET', '/metrics', { token: ADMIN_TOKEN })).body;
     expect(text).toMatch(/^# TYPE coffer_serve_request_duration_seconds histogram$/m);
     const count = (method: string) => Number(new RegExp(`^coffer_serve_request_duration_seconds_count\\{method="${method}"\\} (\\d+)$`, 'm').exec(text)?.[1]);
     const inf = (method: string) => Number(new RegExp(`^coffer_serve_request_duration_seconds_bucket\\{method="${method}",le="\\+Inf"\\} (\\d+)$`, 'm').exec(text)?.[1]);
@@ -237,14 +252,21 @@ describe('coffer serve', () => {
     expect(inf('PUT')).toBe(count('PUT'));
     expect(text).toMatch(/^coffer_serve_request_duration_seconds_sum\{method="GET"\} [0-9.e-]+$/m);
     expect(Number(/^coffer_serve_errors_total\{code="NOT_FOUND"\} (\d+)$/m.exec(text)?.[1])).toBeGreaterThan(0);
-    const bytes = Number(/^coffer_serve_account_bytes\{account="bob"\} (\d+)$/m.exec(text)?.[1]);
-    const objects = Number(/^coffer_serve_account_objects\{account="bob"\} (\d+)$/m.exec(text)?.[1]);
+    // Accounts are labelled by id: their names appear nowhere in the metrics.
+    const bytes = Number(new RegExp(`^coffer_serve_account_bytes\\{account="${ids.b}"\\} (\\d+)$`, 'm').exec(text)?.[1]);
+    const objects = Number(new RegExp(`^coffer_serve_account_objects\\{account="${ids.b}"\\} (\\d+)$`, 'm').exec(text)?.[1]);
     expect(bytes).toBeGreaterThanOrEqual(1234);
     expect(objects).toBeGreaterThanOrEqual(1);
     await remote.delete('chunks/m');
-    const after = (await raw('GET', '/metrics')).body;
-    expect(after).toContain(`coffer_serve_account_bytes{account="bob"} ${bytes - 1234}\n`);
-    expect(after).toContain(`coffer_serve_account_objects{account="bob"} ${objects - 1}\n`);
+    const after = (await raw('GET', '/metrics', { token: ADMIN_TOKEN })).body;
+    expect(after).toContain(`coffer_serve_account_bytes{account="${ids.b}"} ${bytes - 1234}\n`);
+    expect(after).toContain(`coffer_serve_account_objects{account="${ids.b}"} ${objects - 1}\n`);
+    await backend(tokens.small, 'metered').head('chunks/absent').catch(() => {});
+    const onMetricsAddress = (await raw('GET', '/metrics', { base: server!.metricsBase! })).body;
+    for (const shown of [after, onMetricsAddress]) {
+      for (const name of ['alice', 'bob', 'small']) expect(shown).not.toMatch(new RegExp(`"${name}"|\\b${name}\\b`));
+    }
+    expect(onMetricsAddress).toContain(`coffer_serve_account_objects{account="${ids.small}"} `);
     // Existing names stay.
     for (const name of ['coffer_serve_requests_total', 'coffer_serve_received_bytes_total', 'coffer_serve_sent_bytes_total', 'coffer_serve_uploads_in_progress']) {
       expect(after).toMatch(new RegExp(`^# TYPE ${name} `, 'm'));

@@ -17,3 +17,8 @@ export function formatAgo(ms: number | null): string {
   if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
   return new Date(ms).toISOString();
 }
+
+/** A word for a shell command line printed for the user to copy. */
+export function shellWord(word: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
+}

@@ -51,16 +51,20 @@ function remoteOptions<T>(y: Argv<T>) {
     .option('cache-size', { type: 'string', describe: 'local cache limit, e.g. 10G (chunks the remote holds are evicted beyond it)' });
 }
 
+/** For the commands that unlock a vault (the server commands have no passphrase to take). */
+function passphraseOption<T>(y: Argv<T>, describe = 'read the passphrase from this file (else COFFER_PASSPHRASE, else a prompt)') {
+  return y.option('passphrase-file', { type: 'string', describe });
+}
+
 async function main(): Promise<void> {
   await yargs(hideBin(process.argv))
     .scriptName('coffer')
     .usage('$0 <command> [options]\n\nAn end-to-end encrypted drive: a folder whose contents live as ciphertext on storage you do not have to trust.')
-    .option('passphrase-file', { type: 'string', describe: 'read the passphrase from this file (else COFFER_PASSPHRASE, else a prompt)', global: true })
     .command(
       'init <vault-dir>',
       'create a new vault',
       (y) =>
-        remoteOptions(y)
+        passphraseOption(remoteOptions(y))
           .positional('vault-dir', { type: 'string', demandOption: true, describe: 'a new or empty directory for the vault' })
           .option('remote', { type: 'string', describe: 'where the encrypted data goes (default: a folder inside the vault): file:///path, s3://bucket/prefix or http(s)://host:port/prefix/ (coffer serve; token from COFFER_TOKEN)' })
           .option('name', { type: 'string', describe: `the volume name the mount shows (df, findmnt, mountinfo); default: the directory's name. Kept on this machine only` })
@@ -84,7 +88,7 @@ async function main(): Promise<void> {
       'mount <vault-dir> <mountpoint>',
       'unlock a vault and mount it as a folder',
       (y) =>
-        y
+        passphraseOption(y)
           .positional('vault-dir', { type: 'string', demandOption: true })
           .positional('mountpoint', { type: 'string', demandOption: true, describe: 'an existing directory' })
           .option('foreground', { type: 'boolean', default: false, describe: 'keep the daemon attached to this terminal (for systemd and debugging)' })
@@ -160,7 +164,7 @@ async function main(): Promise<void> {
       'clone <remote-url> <vault-dir>',
       'recreate a vault on this machine from its remote and passphrase',
       (y) =>
-        remoteOptions(y)
+        passphraseOption(remoteOptions(y))
           .positional('remote-url', { type: 'string', demandOption: true, describe: 'file:///path, s3://bucket/prefix or http(s)://host:port/prefix/' })
           .positional('vault-dir', { type: 'string', demandOption: true, describe: 'a new or empty directory' })
           .option('name', { type: 'string', describe: `the volume name of this copy (names are never on the remote); default: the directory's name` })
@@ -182,7 +186,7 @@ async function main(): Promise<void> {
       'fsck <vault-dir>',
       'check an unmounted vault: the index, every local chunk, and with --remote every chunk on the remote',
       (y) =>
-        y
+        passphraseOption(y)
           .positional('vault-dir', { type: 'string', demandOption: true })
           .option('remote', { type: 'boolean', default: false, describe: 'also download and authenticate every chunk from the remote' })
           .option('json', { type: 'boolean', default: false, describe: 'print the report as JSON' })
@@ -193,7 +197,7 @@ async function main(): Promise<void> {
       'rebuild-index <vault-dir>',
       'rebuild a lost or damaged local index from the remote (keeps the old files and unplaced chunks aside)',
       (y) =>
-        y
+        passphraseOption(y)
           .positional('vault-dir', { type: 'string', demandOption: true })
           .option('json', { type: 'boolean', default: false, describe: 'print what was restored and what was moved aside as JSON' })
           .example('$0 rebuild-index ~/vault', ''),
@@ -203,7 +207,7 @@ async function main(): Promise<void> {
       'passwd <vault-dir>',
       'change the passphrase, here and on the remote (the old one stops working)',
       (y) =>
-        y
+        passphraseOption(y, 'read the current passphrase from this file (else COFFER_PASSPHRASE, else a prompt)')
           .positional('vault-dir', { type: 'string', demandOption: true })
           .option('new-passphrase-file', { type: 'string', describe: 'read the new passphrase from this file (else COFFER_NEW_PASSPHRASE, else a prompt asked twice)' })
           .option('json', { type: 'boolean', default: false, describe: 'print the outcome as JSON' })
@@ -236,7 +240,7 @@ async function main(): Promise<void> {
           'install <vault-dir> <mountpoint>',
           'write a systemd user unit that mounts the vault (needs --passphrase-file, readable by you alone)',
           (yy) =>
-            yy
+            passphraseOption(yy, 'the passphrase file the service mounts with (required; readable by you alone)')
               .positional('vault-dir', { type: 'string', demandOption: true })
               .positional('mountpoint', { type: 'string', demandOption: true, describe: 'an existing directory' })
               .option('stop-timeout', {
@@ -286,11 +290,16 @@ async function main(): Promise<void> {
               .option('request-timeout', { type: 'number', describe: 'seconds a request (headers and body) may take (default 300)' })
               .option('headers-timeout', { type: 'number', describe: 'seconds the request headers may take to arrive (default 10)' })
               .option('idle-timeout', { type: 'number', describe: 'seconds a connection may stay silent (default 30)' })
+              .option('admin-token-file', { type: 'string', describe: 'GET /metrics on --listen needs Authorization: Bearer <the token in this file> (readable by you alone; else COFFER_ADMIN_TOKEN; without either, /metrics is refused there)' })
+              .option('metrics-listen', { type: 'string', describe: 'HOST:PORT of a second, private address that serves /metrics and /healthz only, without a token (e.g. for Prometheus)' })
               .example('$0 serve --listen 127.0.0.1:8080 --data /srv/coffer', 'then on the drive: coffer init ~/vault --remote http://127.0.0.1:8080/')
+              .example('$0 serve --listen 0.0.0.0:8080 --data /srv/coffer --metrics-listen 127.0.0.1:9464', 'metrics for a Prometheus on this host, never on the public address')
               .example('$0 serve --listen 0.0.0.0:8080 --s3 s3://bucket/coffer --s3-endpoint http://rgw:7480', 'one of several servers over one bucket'),
           (argv) =>
             serveCommand({
               listen: argv.listen,
+              metricsListen: argv['metrics-listen'],
+              adminTokenFile: argv['admin-token-file'],
               ...storeArgs(argv),
               maxObjectSize: size(argv['max-object-size']),
               maxConcurrentUploads: argv['max-uploads'],

@@ -5,12 +5,16 @@
  * accounts registry live in an ObjectStore (object-store.ts): a data directory or an S3
  * bucket. A request's account comes from its bearer token alone, and keys are checked
  * against a strict pattern (src/server/keys.ts) before they reach the store, so no request
- * reaches another account's objects or anything outside the store's namespace.
+ * reaches another account's objects or anything outside the store's namespace. Metrics are
+ * the operator's: on the main address only with the admin token, or without one on a second,
+ * private address that serves nothing else.
  */
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pipeline } from 'node:stream';
+import { CofferError } from '../errors.js';
 import { AccountBook, type Account } from './accounts.js';
 import { isValidKey, isValidPrefix, keyFromPath } from './keys.js';
 import { StoreError, type ObjectStore } from './object-store.js';
@@ -59,6 +63,10 @@ export interface ServeOptions {
   store: ObjectStore;
   host: string;
   port: number;
+  /** Lets `GET /metrics` in on the main address with `Authorization: Bearer <it>`; without it, never. */
+  adminToken?: string;
+  /** A second address that serves `/metrics` and `/healthz` (only) without a token. */
+  metricsListen?: { host: string; port: number };
   /** Largest object accepted, bytes (413 TOO_LARGE beyond it, checked while the body streams). */
   maxObjectSize?: number;
   /** Uploads one account may have in progress at once (429 TOO_MANY_UPLOADS beyond). */
@@ -81,6 +89,9 @@ export interface ServeOptions {
   accountsRefreshMs?: number;
 }
 
+/** The limits and timeouts of ServeOptions, each with a default. */
+export type ServeLimits = Omit<ServeOptions, 'store' | 'host' | 'port' | 'adminToken' | 'metricsListen'>;
+
 export const SERVE_DEFAULTS = {
   maxObjectSize: 65 * 1024 * 1024, // the largest chunk size a vault may use (64 MiB) plus sealing overhead
   maxConcurrentUploads: 16,
@@ -102,8 +113,6 @@ interface Latency {
 }
 
 interface Usage {
-  /** The account as last authenticated (its name labels the usage metrics). */
-  account: Account;
   bytes: number;
   objects: number;
   /** When bytes and objects were last counted from the store, ms since the epoch. */
@@ -117,11 +126,15 @@ interface Usage {
 }
 
 export class CofferServer {
-  readonly options: Required<ServeOptions>;
+  readonly options: Required<ServeLimits> & Pick<ServeOptions, 'host' | 'port'>;
   private readonly store: ObjectStore;
+  /** SHA-256 of the admin token: compared in constant time, whatever the length sent. */
+  private readonly adminTokenHash: Buffer | undefined;
+  /** The private address of `metricsListen`, and its server. */
+  private readonly metricsListener: { server: Server; host: string; port: number } | undefined;
   private readonly accounts: AccountBook;
   private readonly usage = new Map<string, Promise<Usage>>();
-  /** The usage this process has counted, for the per-account gauges. */
+  /** The usage this process has counted, by account id, for the per-account gauges. */
   private readonly loadedUsage = new Map<string, Usage>();
   private readonly server: Server;
   private accountsTimer: NodeJS.Timeout | undefined;
@@ -135,10 +148,17 @@ export class CofferServer {
   };
 
   constructor(options: ServeOptions) {
-    this.options = { ...SERVE_DEFAULTS, accountsRefreshMs: options.store.accountsVersion ? 1_000 : 5_000, ...options };
-    this.store = options.store;
+    const { store, adminToken, metricsListen, ...rest } = options;
+    this.options = { ...SERVE_DEFAULTS, accountsRefreshMs: store.accountsVersion ? 1_000 : 5_000, ...rest };
+    this.store = store;
+    this.adminTokenHash = adminToken === undefined ? undefined : sha256(adminToken);
     this.accounts = new AccountBook(this.store);
-    this.server = createServer({
+    this.server = this.createHttpServer((req, res) => void this.handle(req, res));
+    this.metricsListener = metricsListen && { ...metricsListen, server: this.createHttpServer((req, res) => this.handleMetricsAddress(req, res)) };
+  }
+
+  private createHttpServer(onRequest: (req: IncomingMessage, res: ServerResponse) => void): Server {
+    const server = createServer({
       requestTimeout: this.options.requestTimeoutMs,
       headersTimeout: this.options.headersTimeoutMs,
       // Node enforces both timeouts only when it sweeps its connections (every 30 s by default),
@@ -146,36 +166,35 @@ export class CofferServer {
       connectionsCheckingInterval: Math.min(1_000, this.options.headersTimeoutMs, this.options.requestTimeoutMs),
       keepAliveTimeout: 5_000,
     });
-    this.server.setTimeout(this.options.idleTimeoutMs, (socket) => socket.destroy());
-    this.server.on('request', (req, res) => void this.handle(req, res));
+    server.setTimeout(this.options.idleTimeoutMs, (socket) => socket.destroy());
+    server.on('request', onRequest);
+    return server;
   }
 
-  async listen(): Promise<AddressInfo> {
+  /** Opens the store, then listens; `metrics` is the metrics address, with `metricsListen`. */
+  async listen(): Promise<{ address: AddressInfo; metrics: AddressInfo | undefined }> {
     await this.store.open();
-    await this.accounts.load();
-    await new Promise<void>((resolvePromise, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(this.options.port, this.options.host, () => {
-        this.server.off('error', reject);
-        resolvePromise();
-      });
-    });
+    try {
+      await this.accounts.load();
+      await listenOn(this.server, this.options.host, this.options.port);
+      if (this.metricsListener) await listenOn(this.metricsListener.server, this.metricsListener.host, this.metricsListener.port, '--metrics-listen');
+    } catch (err) {
+      if (this.server.listening) await closeGracefully(this.server);
+      await this.store.close();
+      throw err;
+    }
     // Accounts added, changed or revoked by another process (or the CLI) reach this one.
     this.accountsTimer = setInterval(() => {
       this.accounts.load().catch((err: unknown) => process.stderr.write(`coffer serve: re-reading the accounts: ${(err as Error)?.message ?? String(err)}\n`));
     }, this.options.accountsRefreshMs);
     this.accountsTimer.unref();
-    return this.server.address() as AddressInfo;
+    return { address: this.server.address() as AddressInfo, metrics: this.metricsListener?.server.address() as AddressInfo | undefined };
   }
 
   /** Stops accepting connections, lets requests in flight finish, then closes idle ones. */
   async close(): Promise<void> {
     clearInterval(this.accountsTimer);
-    const closed = new Promise<void>((r) => this.server.close(() => r()));
-    this.server.closeIdleConnections();
-    const force = setTimeout(() => this.server.closeAllConnections(), 5_000);
-    await closed;
-    clearTimeout(force);
+    await Promise.all([this.server, this.metricsListener?.server].map((server) => server && closeGracefully(server)));
     await this.store.close();
   }
 
@@ -199,10 +218,8 @@ export class CofferServer {
     try {
       const url = new URL(req.url ?? '/', 'http://coffer.invalid');
       const rawPath = (req.url ?? '/').split('?')[0]!;
-      if (rawPath === '/healthz' && (method === 'GET' || method === 'HEAD')) {
-        return this.sendJson(res, 200, { ok: true });
-      }
-      if (rawPath === '/metrics' && method === 'GET') return this.sendMetrics(res);
+      if (rawPath === '/metrics' && method === 'GET') this.checkAdmin(req);
+      if (this.answerProbe(rawPath, method, res)) return;
       const account = await this.authenticate(req);
       this.takeToken(await this.usageOf(account));
       if (rawPath === '/v1/usage') return await this.sendUsage(account, method, res);
@@ -230,6 +247,39 @@ export class CofferServer {
     }
   }
 
+  /**
+   * The metrics address: `/metrics` and `/healthz`, no token needed, nothing else. Its requests
+   * are not counted in the metrics (a scraper's would crowd out the clients').
+   */
+  private handleMetricsAddress(req: IncomingMessage, res: ServerResponse): void {
+    const rawPath = (req.url ?? '/').split('?')[0]!;
+    if (this.answerProbe(rawPath, req.method ?? 'GET', res)) return;
+    req.resume();
+    this.sendJson(res, STATUS.NOT_FOUND, { error: { code: 'NOT_FOUND', message: `only GET /metrics and /healthz are served here, not ${rawPath}` } }, req.method === 'HEAD');
+  }
+
+  /** Answers `/healthz` and `GET /metrics`, whoever asks (the caller checks who may); false for any other request. */
+  private answerProbe(rawPath: string, method: string, res: ServerResponse): boolean {
+    if (rawPath === '/healthz' && (method === 'GET' || method === 'HEAD')) this.sendJson(res, 200, { ok: true }, method === 'HEAD');
+    else if (rawPath === '/metrics' && method === 'GET') this.sendMetrics(res);
+    else return false;
+    return true;
+  }
+
+  /** `GET /metrics` on the main address: the admin token, or 401 saying how to get metrics. */
+  private checkAdmin(req: IncomingMessage): void {
+    if (!this.adminTokenHash) {
+      throw new ApiError(
+        'UNAUTHORIZED',
+        'metrics are not served on this address: start coffer serve with --admin-token-file FILE (or COFFER_ADMIN_TOKEN) and send Authorization: Bearer <admin token>, or with --metrics-listen HOST:PORT to serve them without a token on a private address',
+      );
+    }
+    const token = bearerToken(req);
+    if (token === undefined || !timingSafeEqual(sha256(token), this.adminTokenHash)) {
+      throw new ApiError('UNAUTHORIZED', 'GET /metrics needs Authorization: Bearer <admin token>, the token given to coffer serve with --admin-token-file or COFFER_ADMIN_TOKEN (account tokens do not work here)');
+    }
+  }
+
   private fail(req: IncomingMessage, res: ServerResponse, err: unknown): void {
     const api = toApiError(err, res);
     if (api.code === 'INTERNAL') process.stderr.write(`coffer serve: ${(err as Error)?.stack ?? String(err)}\n`);
@@ -253,10 +303,9 @@ export class CofferServer {
   }
 
   private async authenticate(req: IncomingMessage): Promise<Account> {
-    const header = req.headers.authorization;
-    const match = header ? /^Bearer\s+(\S+)$/i.exec(header) : null;
-    if (!match) throw new ApiError('UNAUTHORIZED', 'send Authorization: Bearer <token>');
-    const account = await this.accounts.authenticate(match[1]!);
+    const token = bearerToken(req);
+    if (token === undefined) throw new ApiError('UNAUTHORIZED', 'send Authorization: Bearer <token>');
+    const account = await this.accounts.authenticate(token);
     if (!account) throw new ApiError('UNAUTHORIZED', 'unknown token');
     return account;
   }
@@ -271,7 +320,7 @@ export class CofferServer {
     if (!pending) {
       pending = (async () => {
         const counted = await this.countUsage(account.id);
-        const usage: Usage = { account, ...counted, countedAt: Date.now(), recounting: false, reservedBytes: 0, uploads: 0, tokens: 2 * this.options.rateLimit, refilledAt: Date.now() };
+        const usage: Usage = { ...counted, countedAt: Date.now(), recounting: false, reservedBytes: 0, uploads: 0, tokens: 2 * this.options.rateLimit, refilledAt: Date.now() };
         this.loadedUsage.set(account.id, usage);
         return usage;
       })();
@@ -279,7 +328,6 @@ export class CofferServer {
       pending.catch(() => this.usage.delete(account.id));
     }
     const usage = await pending;
-    usage.account = account;
     if (!usage.recounting && Date.now() - usage.countedAt >= this.store.usageRefreshMs) {
       usage.recounting = true;
       this.countUsage(account.id)
@@ -459,16 +507,67 @@ export class CofferServer {
       '# HELP coffer_serve_uploads_in_progress Uploads being received now.',
       '# TYPE coffer_serve_uploads_in_progress gauge',
       `coffer_serve_uploads_in_progress ${this.metrics.uploadsInProgress}`,
-      '# HELP coffer_serve_account_bytes Bytes an account stores, as this process counts them (accounts it has served only).',
+      // Accounts are labelled by their random id, never by name: names say who the users are.
+      '# HELP coffer_serve_account_bytes Bytes an account stores, as this process counts them (accounts it has served only), by account id.',
       '# TYPE coffer_serve_account_bytes gauge',
-      ...[...this.loadedUsage.values()].map((u) => `coffer_serve_account_bytes{account="${labelValue(u.account.name)}"} ${u.bytes}`),
-      '# HELP coffer_serve_account_objects Objects an account stores, as this process counts them (accounts it has served only).',
+      ...[...this.loadedUsage].map(([id, u]) => `coffer_serve_account_bytes{account="${id}"} ${u.bytes}`),
+      '# HELP coffer_serve_account_objects Objects an account stores, as this process counts them (accounts it has served only), by account id.',
       '# TYPE coffer_serve_account_objects gauge',
-      ...[...this.loadedUsage.values()].map((u) => `coffer_serve_account_objects{account="${labelValue(u.account.name)}"} ${u.objects}`),
+      ...[...this.loadedUsage].map(([id, u]) => `coffer_serve_account_objects{account="${id}"} ${u.objects}`),
     ];
     const text = Buffer.from(lines.join('\n') + '\n');
     res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4', 'Content-Length': text.length });
     res.end(text);
+  }
+}
+
+/** The token of an `Authorization: Bearer <token>` header, if the request has one. */
+function bearerToken(req: IncomingMessage): string | undefined {
+  const header = req.headers.authorization;
+  return (header ? /^Bearer\s+(\S+)$/i.exec(header) : null)?.[1];
+}
+
+const sha256 = (text: string): Buffer => createHash('sha256').update(text, 'utf8').digest();
+
+/** Stops accepting connections, lets requests in flight finish (cut after 5 s), closes idle ones. */
+async function closeGracefully(server: Server): Promise<void> {
+  const closed = new Promise<void>((r) => server.close(() => r()));
+  server.closeIdleConnections();
+  const force = setTimeout(() => server.closeAllConnections(), 5_000);
+  await closed;
+  clearTimeout(force);
+}
+
+/** Listens on `host:port`, or fails with CANNOT_LISTEN and one sentence saying why. */
+async function listenOn(server: Server, host: string, port: number, flag = ''): Promise<void> {
+  try {
+    await new Promise<void>((resolvePromise, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolvePromise();
+      });
+    });
+  } catch (err) {
+    const address = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+    throw new CofferError('CANNOT_LISTEN', `cannot listen on ${address}${flag && ` (${flag})`}: ${whyNotListening(err as NodeJS.ErrnoException, host, port)}`, { cause: err });
+  }
+}
+
+function whyNotListening(err: NodeJS.ErrnoException, host: string, port: number): string {
+  switch (err.code) {
+    case 'EADDRINUSE':
+      return 'the address is already in use (is another coffer serve running?)';
+    case 'EACCES':
+      return port < 1024 ? 'permission denied (ports below 1024 need root or the CAP_NET_BIND_SERVICE capability; use a port from 1024 up)' : 'permission denied';
+    case 'EADDRNOTAVAIL':
+      return 'this machine has no such address (use one of its own addresses, 127.0.0.1, or 0.0.0.0 for all of them)';
+    case 'ENOTFOUND':
+      return `no address is known for the host name ${host}`;
+    case 'EAI_AGAIN':
+      return `the host name ${host} could not be looked up (the name server did not answer)`;
+    default:
+      return err.message;
   }
 }
 
@@ -501,9 +600,4 @@ function toApiError(err: unknown, res: ServerResponse): ApiError {
     }
   }
   return new ApiError('INTERNAL', 'internal error');
-}
-
-/** A Prometheus label value: backslash, double quote and newline escaped. */
-function labelValue(text: string): string {
-  return text.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
 }

@@ -1,11 +1,14 @@
 /** `coffer serve` (the HTTP server for http(s):// remotes) and `coffer serve account …`. */
+import { readFile, stat } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
 import { CofferError } from '../../errors.js';
 import { s3OptionsFromUrl } from '../../remote/open-backend.js';
 import { addAccount, issueToken, listAccounts, removeAccount, revokeTokens, setQuota, type Account } from '../../server/accounts.js';
 import { DiskObjectStore } from '../../server/disk-store.js';
 import type { ObjectStore } from '../../server/object-store.js';
 import { S3ObjectStore } from '../../server/s3-store.js';
-import { CofferServer, SERVE_DEFAULTS, type ServeOptions } from '../../server/server.js';
+import { CofferServer, SERVE_DEFAULTS, type ServeLimits } from '../../server/server.js';
+import { checkSecretFile, type SecretFileKind } from '../secret-file.js';
 
 /** Where a server keeps its data: `--data DIR` or `--s3 s3://bucket/prefix`, exactly one. */
 export interface StoreArgs {
@@ -23,16 +26,73 @@ export function openStore(args: StoreArgs): ObjectStore {
   return new S3ObjectStore(s3OptionsFromUrl(args.s3!, { s3Endpoint: args.s3Endpoint }));
 }
 
-export function parseListen(listen: string): { host: string; port: number } {
+/** The store flags as typed, for the commands a message suggests. */
+function storeFlags(args: StoreArgs): string {
+  if (args.data !== undefined) return `--data ${args.data}`;
+  return `--s3 ${args.s3}` + (args.s3Endpoint !== undefined ? ` --s3-endpoint ${args.s3Endpoint}` : '');
+}
+
+/**
+ * The server's data directory must exist: a mistyped --data must not start a server over a new,
+ * empty folder. `coffer serve account add` creates it.
+ */
+async function checkDataDir(data: string): Promise<void> {
+  let info;
+  try {
+    info = await stat(data);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'ENOENT' && code !== 'ENOTDIR') throw new CofferError('BAD_ARGUMENT', `--data ${data}: ${(err as Error).message}`);
+    throw new CofferError('BAD_ARGUMENT', `the data directory ${data} does not exist; create it with its first account: coffer serve account add NAME --data ${data}`);
+  }
+  if (!info.isDirectory()) {
+    throw new CofferError('BAD_ARGUMENT', `--data ${data} is ${info.isFile() ? 'a file, ' : ''}not a folder: give the server's data directory (coffer serve account add NAME --data DIR creates one)`);
+  }
+}
+
+export function parseListen(listen: string, flag = '--listen'): { host: string; port: number } {
   const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:]+)):(\d{1,5})$/.exec(listen);
   const port = match ? Number(match[3]) : NaN;
-  if (!match || port > 65535) throw new CofferError('BAD_ARGUMENT', `--listen ${listen}: expected HOST:PORT, e.g. 127.0.0.1:8080`);
+  if (!match || port > 65535) throw new CofferError('BAD_ARGUMENT', `${flag} ${listen}: expected HOST:PORT, e.g. 127.0.0.1:8080`);
   return { host: (match[1] ?? match[2])!, port };
 }
 
-export async function serveCommand(args: { listen: string } & StoreArgs & Omit<ServeOptions, 'store' | 'host' | 'port'>): Promise<void> {
+/** Anyone who reads the admin token file can read the metrics. */
+const ADMIN_TOKEN_FILE: SecretFileKind = {
+  what: 'the admin token file',
+  risk: "anyone who reads it can read the server's metrics",
+  owner: 'coffer serve runs as you and must own it',
+  unusable: 'BAD_ARGUMENT',
+};
+
+/** The token that lets `GET /metrics` in: --admin-token-file (yours alone), else COFFER_ADMIN_TOKEN, else none. */
+async function readAdminToken(file: string | undefined): Promise<string | undefined> {
+  let token: string;
+  let from: string;
+  if (file !== undefined) {
+    await checkSecretFile(file, ADMIN_TOKEN_FILE);
+    token = (await readFile(file, 'utf8')).replace(/\r?\n$/, '');
+    from = `the admin token file ${file}`;
+  } else {
+    token = process.env.COFFER_ADMIN_TOKEN ?? '';
+    if (token === '') return undefined;
+    from = 'COFFER_ADMIN_TOKEN';
+  }
+  if (token === '') throw new CofferError('BAD_ARGUMENT', `${from} is empty`);
+  if (!/^[\x21-\x7e]+$/.test(token)) {
+    throw new CofferError('BAD_ARGUMENT', `${from}: the admin token must be printable ASCII without spaces (it is sent as Authorization: Bearer <token>)`);
+  }
+  return token;
+}
+
+const shownUrl = (address: AddressInfo): string => `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
+
+export async function serveCommand(
+  args: { listen: string; metricsListen?: string; adminTokenFile?: string } & StoreArgs & ServeLimits,
+): Promise<void> {
   const { host, port } = parseListen(args.listen);
-  const { listen: _listen, data, s3, s3Endpoint, ...limits } = args;
+  const { listen: _listen, metricsListen: metricsFlag, adminTokenFile, data, s3, s3Endpoint, ...limits } = args;
+  const metricsListen = metricsFlag === undefined ? undefined : parseListen(metricsFlag, '--metrics-listen');
   for (const [flag, value] of [['--max-uploads', limits.maxConcurrentUploads], ['--rate-limit', limits.rateLimit]] as const) {
     if (value !== undefined && !(Number.isFinite(value) && value > 0)) throw new CofferError('BAD_ARGUMENT', `${flag}: expected a number above 0, got ${value}`);
   }
@@ -43,10 +103,18 @@ export async function serveCommand(args: { listen: string } & StoreArgs & Omit<S
   } else if (limits.headersTimeoutMs !== undefined && limits.headersTimeoutMs > SERVE_DEFAULTS.requestTimeoutMs) {
     throw new CofferError('BAD_ARGUMENT', '--headers-timeout must not be longer than --request-timeout');
   }
+  if (data !== undefined) await checkDataDir(data);
+  const adminToken = await readAdminToken(adminTokenFile);
   const defined = Object.fromEntries(Object.entries(limits).filter(([, v]) => v !== undefined));
-  const server = new CofferServer({ store: openStore({ data, s3, s3Endpoint }), host, port, ...defined });
-  const address = await server.listen();
-  const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  const store = openStore({ data, s3, s3Endpoint });
+  const server = new CofferServer({ store, host, port, adminToken, metricsListen, ...defined });
+  const { address, metrics } = await server.listen();
+  // Only a note: a registry that cannot be read just now was read a moment ago, by listen().
+  if (await listAccounts(store).then((accounts) => accounts.length === 0, () => false)) {
+    process.stderr.write(
+      `coffer serve: ${data ?? s3} has no accounts yet; add one (this server takes it up while it runs) with: coffer serve account add NAME ${storeFlags({ data, s3, s3Endpoint })}\n`,
+    );
+  }
   // The handlers go in before the line is printed: whoever waits for the line may signal at once.
   const stopped = new Promise<void>((resolvePromise) => {
     const stop = () => {
@@ -57,7 +125,7 @@ export async function serveCommand(args: { listen: string } & StoreArgs & Omit<S
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
   });
-  process.stdout.write(`coffer serve: listening on http://${shownHost}:${address.port}/\n`);
+  process.stdout.write(`coffer serve: listening on ${shownUrl(address)}/\n` + (metrics ? `coffer serve: metrics on ${shownUrl(metrics)}/metrics\n` : ''));
   await stopped;
 }
 
@@ -109,8 +177,7 @@ export async function serveAccountListCommand(args: { json: boolean } & StoreArg
     return;
   }
   if (accounts.length === 0) {
-    const where = args.data !== undefined ? `--data ${args.data}` : `--s3 ${args.s3}`;
-    process.stdout.write(`No accounts in ${args.data ?? args.s3} (add one with: coffer serve account add NAME ${where})\n`);
+    process.stdout.write(`No accounts in ${args.data ?? args.s3} (add one with: coffer serve account add NAME ${storeFlags(args)})\n`);
     return;
   }
   const rows = [

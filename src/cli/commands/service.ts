@@ -13,7 +13,9 @@ import { fileURLToPath } from 'node:url';
 import { CofferError } from '../../errors.js';
 import { volumeName } from '../../vault/config.js';
 import { readVaultHeaderRaw, unlockVault } from '../../vault/vault.js';
+import { shellWord } from '../format.js';
 import { obtainPassphrase } from '../passphrase.js';
+import { checkSecretFile, type SecretFileKind } from '../secret-file.js';
 import { say } from '../shared.js';
 import { renderUnit, timeoutStopSec, unitNameForVault, userUnitDir } from '../systemd.js';
 import { resolveTarget } from '../target.js';
@@ -29,11 +31,6 @@ export interface ServiceInstallArgs {
   json: boolean;
 }
 
-/** A word for a shell command line printed for the user to copy. */
-function shellWord(word: string): string {
-  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
-}
-
 /** Unit files cannot carry control characters (a newline would end the setting). */
 function checkUnitPath(what: string, path: string): void {
   if (/\p{Cc}/u.test(path)) {
@@ -41,28 +38,13 @@ function checkUnitPath(what: string, path: string): void {
   }
 }
 
-/**
- * The passphrase file must be a regular file that only its owner can read or change: the
- * unit names it, and anyone who can read it can open the vault.
- */
-async function checkPassphraseFile(path: string): Promise<void> {
-  const st = await stat(path).catch((err: NodeJS.ErrnoException) => {
-    throw new CofferError('NO_PASSPHRASE', `cannot use the passphrase file ${path}: ${err.code === 'ENOENT' ? 'it does not exist' : err.message}`);
-  });
-  if (!st.isFile()) throw new CofferError('NO_PASSPHRASE', `the passphrase file ${path} is not a regular file`);
-  if ((st.mode & 0o077) !== 0) {
-    const mode = (st.mode & 0o777).toString(8).padStart(3, '0');
-    throw new CofferError(
-      'UNSAFE_PERMISSIONS',
-      `the passphrase file ${path} can be ${st.mode & 0o044 ? 'read' : 'changed'} by other users (mode ${mode}); ` +
-        `anyone who reads it can open the vault. Restrict it with: chmod 600 ${shellWord(path)}`,
-    );
-  }
-  const uid = process.getuid?.();
-  if (uid !== undefined && st.uid !== uid) {
-    throw new CofferError('UNSAFE_PERMISSIONS', `the passphrase file ${path} belongs to user id ${st.uid}, not to you (${uid}); the service runs as you and must own it`);
-  }
-}
+/** The passphrase file: the unit names it, and anyone who can read it can open the vault. */
+const PASSPHRASE_FILE: SecretFileKind = {
+  what: 'the passphrase file',
+  risk: 'anyone who reads it can open the vault',
+  owner: 'the service runs as you and must own it',
+  unusable: 'NO_PASSPHRASE',
+};
 
 function checkStopTimeout(value: number | undefined): number {
   if (value === undefined) return DEFAULT_STOP_TIMEOUT_S;
@@ -94,7 +76,7 @@ export async function serviceInstallCommand(args: ServiceInstallArgs): Promise<v
   const mountStat = await stat(mountpoint).catch(() => undefined);
   if (!mountStat) throw new CofferError('BAD_ARGUMENT', `mountpoint ${mountpoint} does not exist; create it first (mkdir -p ${shellWord(mountpoint)})`);
   if (!mountStat.isDirectory()) throw new CofferError('BAD_ARGUMENT', `mountpoint ${mountpoint} is not a directory`);
-  await checkPassphraseFile(passphraseFile);
+  await checkSecretFile(passphraseFile, PASSPHRASE_FILE);
   // Proves the file opens this vault (about a second: the passphrase KDF).
   const unlocked = await unlockVault(vault, await obtainPassphrase({ passphraseFile }));
   const config = unlocked.config;
