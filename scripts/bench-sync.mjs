@@ -3,6 +3,11 @@
 // cloned from the remote alone becomes usable.
 //
 //   node scripts/bench-sync.mjs [--files 10000] [--upload-mib 512] [--remote file|s3|both] [--json]
+//   node scripts/bench-sync.mjs --metadata 10000,100000,1000000 [--json]
+//
+// --metadata runs only the metadata benchmark (scripts/lib/bench-metadata.mjs): for vaults of
+// each size, the metadata bytes and time of publishing one change, `clone` time and peak RSS,
+// how soon a second device sees a change, and the daemons' RSS.
 //
 // For each remote (file:// in a plain directory, s3:// on a local Ceph RADOS Gateway that
 // scripts/rgw.sh starts and stops for this run):
@@ -58,6 +63,7 @@ import {
   releaseOwnedMounts, removeDirUnlessMounted, run, runMain, setProgramName, sh, sleep, tailOf, timestampForFile, unmountVault, useCoffer, warn,
   yieldToSignals,
 } from './lib/harness.mjs';
+import { benchMetadata, metadataTable } from './lib/bench-metadata.mjs';
 
 setProgramName('bench-sync');
 
@@ -82,6 +88,8 @@ PUTs), and how fast a vault cloned from the remote alone can be listed and read.
   --upload-mib <n>   MiB written for the upload benchmark (default 512)
   --remote <which>   file, s3 or both (default both); s3 starts a local Ceph RADOS Gateway
                      with scripts/rgw.sh (installing Ceph from Debian if it is missing)
+  --metadata <sizes> only the metadata benchmark, for vaults of these file counts (comma-
+                     separated, e.g. 10000,100000,1000000; made through the index API)
   --json             print one JSON object on stdout instead of a table
   -h, --help         show this help
 
@@ -106,6 +114,7 @@ function parseArgs(argv) {
         else throw new UsageError(`--remote must be file, s3 or both, got ${JSON.stringify(v ?? '')}`);
         break;
       }
+      case '--metadata': opts.metadata = String(value() ?? '').split(',').map((v) => integer(flag, v, 1, 5_000_000)); break;
       case '--json': opts.json = true; break;
       case '-h': case '--help': opts.help = true; break;
       default: throw new UsageError(`unknown argument ${JSON.stringify(arg)}`);
@@ -639,6 +648,17 @@ async function main() {
   const vaultsSeen = [];
   let failed = false;
   let report;
+
+  if (opts.metadata) {
+    try {
+      const results = await benchMetadata({ sizes: opts.metadata, work, passphrase: cofferEnv.COFFER_PASSPHRASE });
+      process.stdout.write(opts.json ? JSON.stringify({ metadata: results }) + '\n' : metadataTable(results) + '\n');
+      return 0;
+    } finally {
+      await releaseOwnedMounts();
+      removeDirUnlessMounted(work);
+    }
+  }
 
   try {
     progress(`workdir ${work}`);

@@ -396,7 +396,8 @@ describe('--json on the commands that report', () => {
     const copy = join(ws.dir, 'copy');
     const cloned = oneJson((await cofferOk(['clone', `file://${remote}`, copy, '--name', 'Copy', '--json'])).stdout);
     expect(cloned).toMatchObject({ vault: copy, remote: `file://${remote}`, name: 'Copy', files: 1, bytes: 200_000 });
-    expect(cloned.manifest).toBeGreaterThanOrEqual(1);
+    expect(cloned.entries).toBeGreaterThanOrEqual(1);
+    expect(cloned.devices).toBe(1);
 
     // The remote refuses every upload: the unmount reports what stays queued, and even on a
     // terminal --json neither asks nor waits.
@@ -434,7 +435,7 @@ describe('--json on the commands that report', () => {
 
 describe('help and completion', () => {
   it('gives every command help with an example, and prints a completion script', async () => {
-    const commands = ['init', 'mount', 'unmount', 'status', 'sync', 'clone', 'fsck', 'rebuild-index', 'passwd', 'ls-mounts', 'logs', 'service', 'service install', 'service uninstall'];
+    const commands = ['init', 'mount', 'unmount', 'status', 'sync', 'clone', 'devices', 'upgrade', 'fsck', 'rebuild-index', 'passwd', 'ls-mounts', 'logs', 'service', 'service install', 'service uninstall'];
     for (const command of commands) {
       const help = await cofferOk([...command.split(' '), '--help']);
       expect(help.stdout, command).toMatch(/Examples:/);
@@ -448,7 +449,7 @@ describe('help and completion', () => {
   });
 
   it('offers --passphrase-file only on the commands that unlock a vault, and refuses it on the server commands', async () => {
-    for (const command of ['init', 'mount', 'clone', 'fsck', 'rebuild-index', 'passwd', 'service install']) {
+    for (const command of ['init', 'mount', 'clone', 'upgrade', 'fsck', 'rebuild-index', 'passwd', 'service install']) {
       expect((await cofferOk([...command.split(' '), '--help'])).stdout, command).toContain('--passphrase-file');
     }
     for (const command of ['serve', 'serve account', 'serve account add', 'serve account list', 'ls-mounts', 'logs', 'service uninstall']) {

@@ -327,7 +327,7 @@ describe('vault header', () => {
   it('creates a header that unlocks with the passphrase', () => {
     const { header, masterKey } = created;
     expect(header.format).toBe('coffer-vault');
-    expect(header.version).toBe(1);
+    expect(header.version).toBe(2);
     expect(header.vaultId).toMatch(/^[0-9a-f]{32}$/);
     expect(header.keyEpoch).toBe(1);
     expect(header.chunkSize).toBe(MiB);
@@ -424,7 +424,8 @@ describe('vault header', () => {
 
   it('reports other formats and versions as unsupported', () => {
     const unsupported: Array<(h: Record<string, any>) => void> = [
-      (h) => (h.version = 2),
+      (h) => (h.version = 3),
+      (h) => (h.version = 0),
       (h) => (h.format = 'something-else'),
       (h) => delete h.format,
     ];
@@ -521,6 +522,7 @@ describe('format v1 golden vectors', () => {
       wrapNonce: unhex(v.wrapNonce),
       created: v.created,
       keyEpoch: v.keyEpoch,
+      version: 1, // the v1 fixture's header; format 2 changes nothing in it but this number
     });
     expect(serializeHeader(rebuilt)).toBe(v.serialized);
   });

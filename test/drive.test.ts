@@ -116,14 +116,14 @@ describe('what leaves the index', () => {
     // Wait until the remote has everything, so the check covers uploaded chunks and the snapshot.
     for (let i = 0; i < 100; i++) {
       const status = JSON.parse((await cofferOk(['status', ws.mnt, '--json'])).stdout);
-      if (status.pendingChunks === 0 && !status.sync.publishPending && status.sync.lastManifest > 0) break;
+      if (status.pendingChunks === 0 && !status.sync.publishPending && status.sync.publishedSeq > 0) break;
       await new Promise((r) => setTimeout(r, 200));
     }
     await ws.unmount();
     const remoteFiles = listFiles(join(ws.vault, 'remote'));
     const cacheFiles = listFiles(join(ws.vault, 'cache'));
-    expect(remoteFiles.some((f) => f.includes('/manifests/'))).toBe(true);
-    expect(remoteFiles.some((f) => f.includes('/snapshots/'))).toBe(true);
+    expect(remoteFiles.some((f) => f.includes('/journals/'))).toBe(true);
+    expect(remoteFiles.some((f) => f.includes('/devices/'))).toBe(true);
     expect(remoteFiles.filter((f) => f.includes('/chunks/')).length).toBeGreaterThan(0);
     for (const file of [...remoteFiles, ...cacheFiles]) {
       const content = fs.readFileSync(file);

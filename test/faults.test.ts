@@ -443,11 +443,10 @@ describe('regressions under remote faults', () => {
     }
   });
 
-  // When the answer to the manifest's exclusive create is lost (the remote stored it, the
-  // connection dropped), the next publish finds its counter taken by its own manifest: it must
-  // recognise it (same writer, same predecessor) and go on after it. It once stopped publishing
-  // for good with "already published by another writer".
-  it('a lost answer to the manifest create does not stop publishing', async () => {
+  // When the answer to a journal entry's exclusive create is lost (the remote stored it, the
+  // connection dropped), the next publish finds its number taken by its own entry: it must
+  // recognise it (same device, same predecessor) and go on after it.
+  it('a lost answer to a journal entry create does not stop publishing', async () => {
     const drive = await mountWithFaults((gate) => `reset=1:after,ops=createExclusive,during-file=${gate}`);
     fs.writeFileSync(drive.gate, '');
     await writeDurably(drive, 'late', randomBytes(10_000));

@@ -154,8 +154,9 @@ describe('tampered chunks', () => {
     resetRemote();
     const foreign = chunkKeys(join(other.dir, 'remote'))[0]!;
     fs.writeFileSync(join(remote(), chunkOf.A![0]!), fs.readFileSync(join(other.dir, 'remote', foreign)));
-    const snapshot = fs.readdirSync(join(remote(), 'snapshots'))[0]!;
-    fs.writeFileSync(join(remote(), chunkOf.C![0]!), fs.readFileSync(join(remote(), 'snapshots', snapshot)));
+    const [device] = fs.readdirSync(join(remote(), 'journals'));
+    const entry = fs.readdirSync(join(remote(), 'journals', device!))[0]!;
+    fs.writeFileSync(join(remote(), chunkOf.C![0]!), fs.readFileSync(join(remote(), 'journals', device!, entry)));
     const { mnt, log } = await cloneAndMount('foreign');
     expect(readRange(join(mnt, 'A'), 0, MiB).ok).toBe(false);
     expectEio(join(mnt, 'C'));
@@ -164,31 +165,41 @@ describe('tampered chunks', () => {
 });
 
 describe('tampered metadata', () => {
-  it('refuses a snapshot part replaced by another vault’s or an older one', async () => {
-    resetRemote();
-    const ours = fs.readdirSync(join(remote(), 'snapshots'));
-    const theirs = fs.readdirSync(join(other.dir, 'remote', 'snapshots'))[0]!;
-    for (const part of ours) fs.writeFileSync(join(remote(), 'snapshots', part), fs.readFileSync(join(other.dir, 'remote', 'snapshots', theirs)));
-    const result = await coffer(['clone', `file://${remote()}`, join(ws.dir, 'clone-snap')]);
-    expect(result.code).toBe(1);
-    expect(result.stderr).toMatch(/failed authentication/);
-    expect(fs.existsSync(join(ws.dir, 'clone-snap', 'vault.json'))).toBe(false);
+  const journalDir = () => {
+    const [device] = fs.readdirSync(join(remote(), 'journals'));
+    return join(remote(), 'journals', device!);
+  };
+
+  it('refuses a journal entry replaced by another vault’s, moved to another number or cut short', async () => {
+    const theirsDir = join(other.dir, 'remote', 'journals', fs.readdirSync(join(other.dir, 'remote', 'journals'))[0]!);
+    const theirs = fs.readFileSync(join(theirsDir, fs.readdirSync(theirsDir).sort()[0]!));
+    const tamperings: [string, (entries: string[]) => void][] = [
+      ['another vault', (entries) => fs.writeFileSync(join(journalDir(), entries[0]!), theirs)],
+      ['moved', (entries) => fs.renameSync(join(journalDir(), entries[0]!), join(journalDir(), String(entries.length + 1).padStart(20, '0')))],
+      ['cut', (entries) => fs.truncateSync(join(journalDir(), entries[0]!), 100)],
+    ];
+    for (const [what, tamper] of tamperings) {
+      resetRemote();
+      tamper(fs.readdirSync(journalDir()).sort());
+      const vault = join(ws.dir, `clone-journal-${what.replace(' ', '-')}`);
+      const result = await coffer(['clone', `file://${remote()}`, vault]);
+      expect(result.code, what).toBe(1);
+      expect(result.stderr, what).toMatch(/failed authentication|missing on the remote/);
+      expect(fs.existsSync(join(vault, 'vault.json')), what).toBe(false);
+    }
   });
 
-  it('skips manifests that do not authenticate, injected or from another vault, and never shows their contents', async () => {
+  it('skips injected objects that do not authenticate, and never shows their contents', async () => {
     resetRemote();
-    const manifests = fs.readdirSync(join(remote(), 'manifests')).sort();
-    const newest = Number(manifests.at(-1));
-    const theirs = fs.readdirSync(join(other.dir, 'remote', 'manifests'))[0]!;
-    fs.writeFileSync(join(remote(), 'manifests', String(newest + 1).padStart(20, '0')), fs.readFileSync(join(other.dir, 'remote', 'manifests', theirs)));
-    fs.writeFileSync(join(remote(), 'manifests', String(newest + 2).padStart(20, '0')), randomBytes(5000));
+    const stranger = 'e'.repeat(32);
+    fs.writeFileSync(join(remote(), 'devices', stranger), randomBytes(5000));
+    fs.mkdirSync(join(remote(), 'journals', stranger), { recursive: true });
+    fs.writeFileSync(join(remote(), 'journals', stranger, '1'.padStart(20, '0')), randomBytes(5000));
     fs.mkdirSync(join(remote(), 'chunks', 'ff'), { recursive: true });
     fs.writeFileSync(join(remote(), 'chunks', 'ff', 'f'.repeat(64)), randomBytes(70_000));
-    fs.writeFileSync(join(remote(), 'snapshots', 'e'.repeat(64)), randomBytes(9000));
     const vault = join(ws.dir, 'clone-injected');
     const clone = await cofferOk(['clone', `file://${remote()}`, vault]);
-    expect(clone.stderr).toMatch(/skipping manifest/);
-    expect(clone.stderr).toMatch(new RegExp(`from manifest ${newest}:`));
+    expect(clone.stderr).toMatch(new RegExp(`skipping devices/${stranger}`));
     const mnt = join(ws.dir, 'mnt-injected');
     fs.mkdirSync(mnt);
     await cofferOk(['mount', vault, mnt]);
@@ -198,7 +209,8 @@ describe('tampered metadata', () => {
     // Publishing goes on past the objects in its way.
     fs.writeFileSync(join(mnt, 'D'), 'after the injection');
     await cofferOk(['sync', mnt, '--wait']);
-    expect(fs.existsSync(join(remote(), 'manifests', String(newest + 3).padStart(20, '0')))).toBe(true);
+    const devices = fs.readdirSync(join(remote(), 'journals'));
+    expect(devices.length).toBe(3);
   });
 
   it('refuses a replaced vault header: weak KDF, another key, another version', async () => {
@@ -206,7 +218,7 @@ describe('tampered metadata', () => {
     const cases: [string, (h: any) => void, RegExp][] = [
       ['weak KDF', (h) => (h.kdf.memLimitBytes = 8 * MiB), /below|floor|weak/i],
       ['another wrapped key', (h) => (h.wrappedKey = JSON.parse(fs.readFileSync(join(other.dir, 'remote', 'coffer-vault.json'), 'utf8')).wrappedKey), /wrong passphrase/],
-      ['another version', (h) => (h.version = 2), /version|unsupported/i],
+      ['another version', (h) => (h.version = 3), /version|unsupported/i],
     ];
     for (const [what, change, message] of cases) {
       resetRemote();

@@ -13,6 +13,8 @@ import { fsckCommand } from './commands/fsck.js';
 import { initCommand } from './commands/init.js';
 import { logsCommand } from './commands/logs.js';
 import { lsMountsCommand } from './commands/ls-mounts.js';
+import { devicesCommand } from './commands/devices.js';
+import { upgradeCommand } from './commands/upgrade.js';
 import { mountCommand } from './commands/mount.js';
 import { passwdCommand } from './commands/passwd.js';
 import {
@@ -168,13 +170,16 @@ async function main(): Promise<void> {
           .positional('remote-url', { type: 'string', demandOption: true, describe: 'file:///path, s3://bucket/prefix or http(s)://host:port/prefix/' })
           .positional('vault-dir', { type: 'string', demandOption: true, describe: 'a new or empty directory' })
           .option('name', { type: 'string', describe: `the volume name of this copy (names are never on the remote); default: the directory's name` })
+          .option('device-name', { type: 'string', describe: 'what this device is called in coffer devices and in conflicted copies; default: the host name' })
           .option('json', { type: 'boolean', default: false, describe: 'print what was cloned as JSON' })
-          .example('$0 clone s3://my-bucket/coffer ~/vault --s3-endpoint http://127.0.0.1:9000', ''),
+          .example('$0 clone s3://my-bucket/coffer ~/vault --s3-endpoint http://127.0.0.1:9000', '')
+          .example('$0 clone file:///mnt/usb/coffer ~/vault --device-name laptop', 'a second device of the vault on the USB disk'),
       (argv) =>
         cloneCommand({
           remote: argv['remote-url'],
           vault: argv['vault-dir'],
           name: argv.name,
+          deviceName: argv['device-name'],
           s3Endpoint: argv['s3-endpoint'],
           s3Region: argv['s3-region'],
           cacheSize: size(argv['cache-size']),
@@ -204,6 +209,16 @@ async function main(): Promise<void> {
       (argv) => rebuildIndexCommand({ vault: argv['vault-dir'], passphraseFile: argv['passphrase-file'], json: argv.json }),
     )
     .command(
+      'upgrade <vault-dir>',
+      'upgrade a format-1 vault and its remote to format 2 (mounting does it too)',
+      (y) =>
+        passphraseOption(y)
+          .positional('vault-dir', { type: 'string', demandOption: true })
+          .option('json', { type: 'boolean', default: false, describe: 'print the outcome as JSON' })
+          .example('$0 upgrade ~/vault', ''),
+      (argv) => upgradeCommand({ vault: argv['vault-dir'], passphraseFile: argv['passphrase-file'], json: argv.json }),
+    )
+    .command(
       'passwd <vault-dir>',
       'change the passphrase, here and on the remote (the old one stops working)',
       (y) =>
@@ -214,6 +229,16 @@ async function main(): Promise<void> {
           .example('$0 passwd ~/vault', 'asks for the current passphrase, then the new one twice'),
       (argv) =>
         passwdCommand({ vault: argv['vault-dir'], passphraseFile: argv['passphrase-file'], newPassphraseFile: argv['new-passphrase-file'], json: argv.json }),
+    )
+    .command(
+      'devices <target>',
+      "list the vault's devices: name, id, last publish, and what this device has applied of each",
+      (y) =>
+        y
+          .positional('target', { type: 'string', demandOption: true, describe: 'a vault directory or its mountpoint' })
+          .option('json', { type: 'boolean', default: false, describe: 'print {devices: [...]} as JSON' })
+          .example('$0 devices ~/Coffer', ''),
+      (argv) => devicesCommand({ target: argv.target, json: argv.json }),
     )
     .command(
       'ls-mounts',

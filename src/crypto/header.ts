@@ -12,7 +12,9 @@ import { MASTER_KEY_BYTES, deriveVaultKeys, keyedHash, wipeVaultKeys } from './k
 import { PAD_BLOCK, VAULT_ID_BYTES } from './objects.js';
 
 export const HEADER_FORMAT = 'coffer-vault';
-export const HEADER_VERSION = 1;
+/** The version `init` writes; READABLE_HEADER_VERSIONS are the ones this Coffer opens (1 is upgraded at mount). */
+export const HEADER_VERSION = 2;
+export const READABLE_HEADER_VERSIONS: readonly number[] = [1, 2];
 export const HEADER_FILE_NAME = 'vault.json';
 export const WRAP_AD_LABEL = 'coffer-vault-key-v1';
 export const WRAPPED_KEY_BYTES = NONCE_BYTES + MASTER_KEY_BYTES + TAG_BYTES;
@@ -22,7 +24,7 @@ export const MAX_CHUNK_SIZE = 64 * 1024 * 1024;
 
 export interface VaultHeader {
   format: 'coffer-vault';
-  version: 1;
+  version: 1 | 2;
   /** 32 lowercase hex chars */
   vaultId: string;
   /** ISO 8601 UTC, as Date.prototype.toISOString writes it */
@@ -96,8 +98,8 @@ function validateHeader(raw: unknown): VaultHeader {
     throw new FormatError(`not a Coffer vault header (format ${JSON.stringify(raw.format ?? null)})`, 'UNSUPPORTED_FORMAT');
   }
   if (typeof raw.version !== 'number' || !Number.isSafeInteger(raw.version)) throw corrupt('version must be an integer');
-  if (raw.version !== HEADER_VERSION) {
-    throw new FormatError(`vault header version ${raw.version} is not supported (this Coffer reads version ${HEADER_VERSION})`, 'UNSUPPORTED_FORMAT');
+  if (!READABLE_HEADER_VERSIONS.includes(raw.version)) {
+    throw new FormatError(`vault header version ${raw.version} is not supported (this Coffer reads versions ${READABLE_HEADER_VERSIONS.join(' and ')})`, 'UNSUPPORTED_FORMAT');
   }
   checkExactKeys(raw, HEADER_KEYS, 'fields');
   if (typeof raw.vaultId !== 'string' || !/^[0-9a-f]{32}$/.test(raw.vaultId)) throw corrupt('vaultId must be 32 lowercase hex characters');
@@ -118,7 +120,7 @@ function validateHeader(raw: unknown): VaultHeader {
   decodeBase64(raw.mac, HEADER_MAC_BYTES, 'mac');
   return {
     format: HEADER_FORMAT,
-    version: HEADER_VERSION,
+    version: raw.version as 1 | 2,
     vaultId: raw.vaultId,
     created: raw.created,
     chunkSize,
@@ -205,6 +207,8 @@ export interface BuildVaultHeaderInput {
   wrapNonce: Uint8Array;
   created: string;
   keyEpoch: number;
+  /** Default: HEADER_VERSION. */
+  version?: 1 | 2;
 }
 
 /**
@@ -228,7 +232,7 @@ export function buildVaultHeader(input: BuildVaultHeaderInput): VaultHeader {
   }
   const unsigned: Omit<VaultHeader, 'mac'> = {
     format: HEADER_FORMAT,
-    version: HEADER_VERSION,
+    version: input.version ?? HEADER_VERSION,
     vaultId: Buffer.from(input.vaultId).toString('hex'),
     created: input.created,
     chunkSize: input.chunkSize,
@@ -321,7 +325,15 @@ export function rewrapVaultHeader(header: VaultHeader, masterKey: Uint8Array, ne
     wrapNonce: randomFillSync(new Uint8Array(NONCE_BYTES)),
     created: current.created,
     keyEpoch: current.keyEpoch,
+    version: current.version,
   });
+}
+
+/** The same header at format version 2 (the keys and everything else unchanged), MACed anew. */
+export function upgradeHeaderVersion(header: VaultHeader, masterKey: Uint8Array): VaultHeader {
+  const current = verifyVaultHeader(header, masterKey);
+  const { mac: _mac, ...unsigned } = { ...current, version: 2 as const };
+  return { ...unsigned, mac: computeMac(unsigned, masterKey).toString('base64') };
 }
 
 export function serializeHeader(header: VaultHeader): string {

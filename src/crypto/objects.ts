@@ -11,6 +11,8 @@ export enum ObjectType {
   DataChunk = 1,
   SnapshotPart = 2,
   Manifest = 3,
+  JournalEntry = 4,
+  DeviceRecord = 5,
 }
 
 export interface ObjectContext {
@@ -40,6 +42,8 @@ const TYPE_NAMES: Record<ObjectType, string> = {
   [ObjectType.DataChunk]: 'data chunk',
   [ObjectType.SnapshotPart]: 'snapshot part',
   [ObjectType.Manifest]: 'manifest',
+  [ObjectType.JournalEntry]: 'journal entry',
+  [ObjectType.DeviceRecord]: 'device record',
 };
 
 // ISO/IEC 7816-4 padding never exceeds one block, so one shared block of 0x80 ‖ zeros

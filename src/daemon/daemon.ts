@@ -22,6 +22,9 @@ import { vaultMountOptions } from '../fs/mount-options.js';
 import { findMount, isStaleMount, forceUnmount } from '../fs/mountinfo.js';
 import { remoteKeys, type RemoteBackend } from '../remote/backend.js';
 import { Syncer, type SyncRefusal, type SyncStatus } from '../sync/syncer.js';
+import type { DeviceState } from '../sync/device-state.js';
+import { ENTRY_TARGET_BYTES } from '../format/journal.js';
+import { finishUpgrade, prepareDevice } from '../vault/device.js';
 import { RemoteSpaceGuard, type RemoteSpaceStatus } from '../sync/remote-space.js';
 import { openConfiguredBackend, volumeName } from '../vault/config.js';
 import type { UnlockedVault } from '../vault/vault.js';
@@ -159,8 +162,13 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     }
   }
 
+  const config = vault.config;
+  const backend = openConfiguredBackend(config);
   let index: VaultIndex;
+  let deviceState: DeviceState;
   try {
+    // Makes and registers this device if needed, and upgrades a format-1 vault's index.
+    deviceState = await prepareDevice(vault, backend, AbortSignal.timeout(config.remoteReadTimeoutMs));
     index = new VaultIndex(paths.index);
     try {
       index.verify();
@@ -184,9 +192,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   const orphans = index.purgeOrphans(Date.now());
   if (orphans > 0) log.info(`removed ${orphans} files that were deleted while open when the daemon last stopped`);
 
-  const config = vault.config;
   const name = volumeName(config, paths);
-  const backend = openConfiguredBackend(config);
   // remoteReadTimeoutMs bounds how long a read waits for the remote, not for our own bandwidth
   // limit: a read may queue behind the chunks read-ahead fetched just before it.
   const throttleAllowanceMs =
@@ -212,7 +218,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     fetch: backend.space ? (signal) => backend.space!({ signal }) : undefined,
     queued: () => index.pendingUploads(),
     uncommitted: () => data.uncommitted(),
-    metadataBytes: () => index.databaseBytes(),
+    metadataBytes: () => ENTRY_TARGET_BYTES,
     chunkSize: vault.header.chunkSize,
     log,
     // Uploads refused for lack of room back off for minutes: once there is room, go now.
@@ -238,14 +244,18 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     uid: process.getuid?.() ?? 0,
     gid: process.getgid?.() ?? 0,
   });
+  index.replica.hooks = { isBusy: (ino) => data.hasUncommitted(ino), isOpen: (ino) => data.isOpen(ino) };
   const collector = new ChunkCollector(index, store, log);
   const syncer = new Syncer({
     index,
     store,
     backend,
     metadataContext: vault.metadataContext,
-    chunkSize: vault.header.chunkSize,
     stateDir: paths.state,
+    deviceState,
+    pollIntervalMs: config.pollIntervalMs,
+    // A format-1 vault is upgraded once its whole tree is in this device's journal.
+    onPublished: async (state) => (state.upgrading ? finishUpgrade(vault, backend, state) : state),
     concurrency: config.uploadConcurrency,
     log,
     observer: space,
@@ -404,7 +414,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     collector.start();
     void backend.capabilities().then(
       ({ atomicExclusiveCreate }) => {
-        if (!atomicExclusiveCreate) log.warn(`the remote ${backend.description} does not enforce exclusive creates: only one device may write to this vault`);
+        if (!atomicExclusiveCreate) log.warn(`the remote ${backend.description} does not enforce exclusive creates: never run two copies of one vault directory against it`);
       },
       () => {},
     );

@@ -1,16 +1,14 @@
 /**
- * The index schema, version 1 (specified in docs/FORMAT.md, "Index").
- * The whole database is what a snapshot publishes, so every table that is
- * local bookkeeping only (upload queue, garbage lists) is named in LOCAL_ONLY_TABLES
- * and emptied in the published copy.
+ * The index schema, version 2 (specified in docs/FORMAT.md, "Index"): version 1's tables, every
+ * inode with a node id that is the same on every device, and what this device knows of the
+ * vault's versions (SCHEMA_V2_ADDITIONS). UPGRADE_V1 turns a version-1 index into version 2.
  */
-export const INDEX_SCHEMA_VERSION = 1;
+export const INDEX_SCHEMA_VERSION = 2;
 
 export const ROOT_INO = 1;
 
-export const LOCAL_ONLY_TABLES = ['upload_queue', 'remote_garbage'] as const;
-
-export const SCHEMA_V1 = `
+/** Version 1's tables, with the node id column version 2 adds to inodes. */
+export const SCHEMA_BASE = `
 CREATE TABLE vault_state (
   key   TEXT PRIMARY KEY,
   value ANY
@@ -27,7 +25,8 @@ CREATE TABLE inodes (
   atime_ms INTEGER NOT NULL,
   mtime_ms INTEGER NOT NULL,
   ctime_ms INTEGER NOT NULL,
-  target   TEXT
+  target   TEXT,
+  nid      BLOB
 ) STRICT;
 
 CREATE TABLE entries (
@@ -74,4 +73,82 @@ CREATE TABLE remote_garbage (
   id        BLOB PRIMARY KEY,
   since_ms  INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
+`;
+
+/**
+ * What this device knows of the vault's metadata (format 2):
+ * - versions: every version of every node it has seen (its own published ones included); `head`
+ *   is 1 while no known version supersedes it. `body` is the record's JSON without id/stamp/prev.
+ * - superseded: stamps some version names in `prev` (or retires), even before that version arrives.
+ * - nodes: per node, the merged place (names JSON, the stamp that placed it, whether a directory
+ *   cycle moved it to the root for display), `live` (shown), and `reflected`: the head stamps the
+ *   local tree holds, which a local change supersedes.
+ * - placements: the merged names, by parent, to show a directory's children.
+ * - dirty: nodes changed here and not yet published, with the stamps they supersede (`base`),
+ *   a generation bumped at each change, and the last body of a node whose inode is gone.
+ * - derived: conflicted copies shown here and not yet made real by a change of their own.
+ * - devices: the vault's devices as their records name them (for conflicted copies' names).
+ */
+export const SCHEMA_V2_ADDITIONS = `
+CREATE UNIQUE INDEX inodes_nid ON inodes (nid);
+
+CREATE TABLE versions (
+  nid   BLOB NOT NULL,
+  stamp TEXT NOT NULL,
+  prev  TEXT NOT NULL,
+  time  INTEGER NOT NULL,
+  body  TEXT NOT NULL,
+  head  INTEGER NOT NULL,
+  PRIMARY KEY (nid, stamp)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX versions_heads ON versions (nid) WHERE head = 1;
+
+CREATE TABLE superseded (
+  nid   BLOB NOT NULL,
+  stamp TEXT NOT NULL,
+  PRIMARY KEY (nid, stamp)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE nodes (
+  nid         BLOB PRIMARY KEY,
+  names       TEXT NOT NULL,
+  place_stamp TEXT NOT NULL,
+  displaced   INTEGER NOT NULL DEFAULT 0,
+  deleted     INTEGER NOT NULL,
+  live        INTEGER NOT NULL,
+  is_dir      INTEGER NOT NULL,
+  reflected   TEXT NOT NULL
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE placements (
+  parent BLOB NOT NULL,
+  name   TEXT NOT NULL,
+  nid    BLOB NOT NULL,
+  PRIMARY KEY (parent, name, nid)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX placements_by_nid ON placements (nid);
+
+CREATE TABLE dirty (
+  nid  BLOB PRIMARY KEY,
+  base TEXT NOT NULL,
+  gen  INTEGER NOT NULL,
+  gone TEXT
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE devices (
+  id   TEXT PRIMARY KEY,
+  name TEXT NOT NULL
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE derived (
+  nid    BLOB PRIMARY KEY,
+  source BLOB NOT NULL,
+  stamp  TEXT NOT NULL
+) STRICT, WITHOUT ROWID;
+`;
+
+/** Version 1 → 2: node ids for every inode (the caller fills them in), and the new tables. */
+export const UPGRADE_V1 = `
+ALTER TABLE inodes ADD COLUMN nid BLOB;
+${SCHEMA_V2_ADDITIONS}
 `;

@@ -14,7 +14,9 @@
  */
 import Database from 'better-sqlite3';
 import { FsError, CofferError } from '../errors.js';
-import { INDEX_SCHEMA_VERSION, ROOT_INO, SCHEMA_V1 } from './schema.js';
+import { createHash } from 'node:crypto';
+import { INDEX_SCHEMA_VERSION, ROOT_INO, SCHEMA_BASE, SCHEMA_V2_ADDITIONS, UPGRADE_V1 } from './schema.js';
+import { Replica } from './replica.js';
 
 export const S_IFMT = 0o170000;
 export const S_IFDIR = 0o040000;
@@ -93,10 +95,14 @@ function toInode(row: InodeRow): Inode {
 
 export const isDir = (mode: number) => (mode & S_IFMT) === S_IFDIR;
 
+const ROOT_NID = Buffer.alloc(16);
+
 export interface OpenIndexOptions {
   /** Create the schema and root directory if the file is new. */
   create?: { uid: number; gid: number; nowMs: number };
   readonly?: boolean;
+  /** A version-1 index is upgraded to version 2 in place; node ids derive from the vault id (hex). */
+  upgradeFrom1?: { vaultId: string };
 }
 
 export class VaultIndex {
@@ -109,6 +115,8 @@ export class VaultIndex {
   private pendingFiles: { key: string; atMs: number; n: number } | undefined;
 
   private readonly st;
+  /** What this device knows of the vault's versions, and the merge of other devices' changes. */
+  readonly replica: Replica;
 
   constructor(readonly path: string, options: OpenIndexOptions = {}) {
     try {
@@ -137,19 +145,41 @@ export class VaultIndex {
     const version = this.db.pragma('user_version', { simple: true }) as number;
     if (version === 0 && options.create) {
       this.initSchema(options.create);
+    } else if (version === 1 && options.upgradeFrom1 && !options.readonly) {
+      this.upgradeFrom1(options.upgradeFrom1.vaultId);
     } else if (version !== INDEX_SCHEMA_VERSION) {
       this.db.close();
-      throw new CofferError('UNSUPPORTED_FORMAT', `index schema version ${version} is not supported (expected ${INDEX_SCHEMA_VERSION})`);
+      const hint = version === 1 ? ': it is a format-1 index; mount the vault (or run coffer upgrade) to upgrade it' : ` (expected ${INDEX_SCHEMA_VERSION})`;
+      throw new CofferError('UNSUPPORTED_FORMAT', `index schema version ${version} is not supported${hint}`);
     }
     this.st = this.prepare();
+    this.replica = new Replica(this.db);
   }
 
   private initSchema(root: { uid: number; gid: number; nowMs: number }): void {
     this.db.transaction(() => {
-      this.db.exec(SCHEMA_V1);
+      this.db.exec(SCHEMA_BASE + SCHEMA_V2_ADDITIONS);
       this.db
-        .prepare('INSERT INTO inodes (ino, mode, uid, gid, nlink, atime_ms, mtime_ms, ctime_ms) VALUES (?, ?, ?, ?, 2, ?, ?, ?)')
-        .run(ROOT_INO, S_IFDIR | 0o755, root.uid, root.gid, root.nowMs, root.nowMs, root.nowMs);
+        .prepare('INSERT INTO inodes (ino, mode, uid, gid, nlink, atime_ms, mtime_ms, ctime_ms, nid) VALUES (?, ?, ?, ?, 2, ?, ?, ?, ?)')
+        .run(ROOT_INO, S_IFDIR | 0o755, root.uid, root.gid, root.nowMs, root.nowMs, root.nowMs, ROOT_NID);
+      this.db.prepare("INSERT INTO dirty (nid, base, gen) VALUES (?, '[]', 1)").run(ROOT_NID);
+      this.db.pragma(`user_version = ${INDEX_SCHEMA_VERSION}`);
+    })();
+  }
+
+  /**
+   * Schema 1 → 2 in one transaction: every inode gets a node id derived from the vault id and its
+   * inode number (so every copy of a format-1 vault upgrades to the same ids), and every node is a
+   * local change to publish.
+   */
+  private upgradeFrom1(vaultId: string): void {
+    this.db.transaction(() => {
+      this.db.exec(UPGRADE_V1);
+      const setNid = this.db.prepare('UPDATE inodes SET nid = ? WHERE ino = ?');
+      for (const { ino } of this.db.prepare<[], { ino: number }>('SELECT ino FROM inodes').all()) {
+        setNid.run(ino === ROOT_INO ? ROOT_NID : createHash('sha256').update(`coffer-v1-node:${vaultId}:${ino}`).digest().subarray(0, 16), ino);
+      }
+      this.db.exec("INSERT INTO dirty (nid, base, gen) SELECT nid, '[]', 1 FROM inodes");
       this.db.pragma(`user_version = ${INDEX_SCHEMA_VERSION}`);
     })();
   }
@@ -163,7 +193,7 @@ export class VaultIndex {
       hasEntries: db.prepare<[number], { one: number }>('SELECT 1 AS one FROM entries WHERE parent = ? LIMIT 1'),
       parentOf: db.prepare<[number], { parent: number }>('SELECT parent FROM entries WHERE ino = ? LIMIT 1'),
       insertInode: db.prepare(
-        'INSERT INTO inodes (mode, uid, gid, nlink, size, rdev, atime_ms, mtime_ms, ctime_ms, target) VALUES (@mode, @uid, @gid, @nlink, @size, @rdev, @now, @now, @now, @target)',
+        'INSERT INTO inodes (nid, mode, uid, gid, nlink, size, rdev, atime_ms, mtime_ms, ctime_ms, target) VALUES (@nid, @mode, @uid, @gid, @nlink, @size, @rdev, @now, @now, @now, @target)',
       ),
       insertEntry: db.prepare('INSERT INTO entries (parent, name, ino) VALUES (?, ?, ?)'),
       deleteEntry: db.prepare('DELETE FROM entries WHERE parent = ? AND name = ?'),
@@ -356,6 +386,7 @@ export class VaultIndex {
       if (this.lookup(parent, name) !== undefined) throw new FsError('EEXIST');
       const dir = isDir(node.mode);
       const info = this.st.insertInode.run({
+        nid: Replica.newNodeId(),
         mode: node.mode,
         uid: node.uid,
         gid: node.gid,
@@ -369,6 +400,8 @@ export class VaultIndex {
       this.st.insertEntry.run(parent, name, ino);
       this.st.touchDir.run(nowMs, nowMs, parent);
       if (dir) this.st.addNlink.run(1, nowMs, parent);
+      this.replica.touch(ino);
+      this.replica.touch(parent);
       this.changeCount++;
       return this.getInode(ino)!;
     })();
@@ -380,6 +413,8 @@ export class VaultIndex {
       this.st.insertEntry.run(parent, name, ino);
       this.st.addNlink.run(1, nowMs, ino);
       this.st.touchDir.run(nowMs, nowMs, parent);
+      this.replica.touch(ino);
+      this.replica.touch(parent);
       this.changeCount++;
       return this.getInode(ino)!;
     })();
@@ -395,6 +430,7 @@ export class VaultIndex {
       if (ino === undefined) throw new FsError('ENOENT');
       this.dropName(parent, name, ino, nowMs, isOpen);
       this.st.touchDir.run(nowMs, nowMs, parent);
+      this.replica.touch(parent);
       this.changeCount++;
     })();
   }
@@ -406,10 +442,12 @@ export class VaultIndex {
       const inode = this.getInode(ino)!;
       if (!isDir(inode.mode)) throw new FsError('ENOTDIR');
       if (this.hasEntries(ino)) throw new FsError('ENOTEMPTY');
+      const names = this.replica.namesOf(ino);
       this.st.deleteEntry.run(parent, name);
-      this.purge(ino, nowMs);
+      this.purge(ino, nowMs, names);
       this.st.addNlink.run(-1, nowMs, parent);
       this.st.touchDir.run(nowMs, nowMs, parent);
+      this.replica.touch(parent);
       this.changeCount++;
     })();
   }
@@ -435,8 +473,9 @@ export class VaultIndex {
         if (isDir(target.mode)) {
           if (!movingDir) throw new FsError('EISDIR');
           if (this.hasEntries(existing)) throw new FsError('ENOTEMPTY');
+          const names = this.replica.namesOf(existing);
           this.st.deleteEntry.run(dstParent, dstName);
-          this.purge(existing, nowMs);
+          this.purge(existing, nowMs, names);
           this.st.addNlink.run(-1, nowMs, dstParent);
         } else {
           if (movingDir) throw new FsError('ENOTDIR');
@@ -452,15 +491,20 @@ export class VaultIndex {
       this.st.touchCtime.run(nowMs, ino);
       this.st.touchDir.run(nowMs, nowMs, srcParent);
       this.st.touchDir.run(nowMs, nowMs, dstParent);
+      this.replica.touch(ino);
+      this.replica.touch(srcParent);
+      this.replica.touch(dstParent);
       this.changeCount++;
     })();
   }
 
   private dropName(parent: number, name: string, ino: number, nowMs: number, isOpen: (ino: number) => boolean): void {
+    const names = this.replica.namesOf(ino);
     this.st.deleteEntry.run(parent, name);
     this.st.addNlink.run(-1, nowMs, ino);
+    this.replica.touch(ino);
     const inode = this.getInode(ino)!;
-    if (inode.nlink <= 0 && !isOpen(ino)) this.purge(ino, nowMs);
+    if (inode.nlink <= 0 && !isOpen(ino)) this.purge(ino, nowMs, names);
   }
 
   /** Called when the last handle of an inode closes. */
@@ -480,7 +524,9 @@ export class VaultIndex {
     return orphans.length;
   }
 
-  private purge(ino: number, nowMs: number): void {
+  /** Removes an inode the user deleted; `lastNames` say where it was (default: where it was last published). */
+  private purge(ino: number, nowMs: number, lastNames: [string, string][] = []): void {
+    this.replica.gone(ino, lastNames);
     this.purges++;
     for (const { chunk } of this.st.fileChunks.all(ino)) this.st.unrefChunk.run(nowMs, chunk);
     this.st.deleteFileChunksFrom.run(ino, 0);
@@ -502,7 +548,10 @@ export class VaultIndex {
       }
     }
     if (columns.length > 0) {
-      this.db.prepare(`UPDATE inodes SET ${columns.join(', ')} WHERE ino = ?`).run(...values, ino);
+      this.db.transaction(() => {
+        this.db.prepare(`UPDATE inodes SET ${columns.join(', ')} WHERE ino = ?`).run(...values, ino);
+        this.replica.touch(ino);
+      })();
       this.changeCount++;
     }
     const inode = this.getInode(ino);
@@ -517,6 +566,7 @@ export class VaultIndex {
       if (mode === 'replace' && !exists) throw new FsError('ENODATA');
       this.st.putXattr.run(ino, name, value);
       this.st.touchCtime.run(nowMs, ino);
+      this.replica.touch(ino);
       this.changeCount++;
     })();
   }
@@ -525,6 +575,7 @@ export class VaultIndex {
     this.db.transaction(() => {
       if (this.st.deleteXattr.run(ino, name).changes === 0) throw new FsError('ENODATA');
       this.st.touchCtime.run(nowMs, ino);
+      this.replica.touch(ino);
       this.changeCount++;
     })();
   }
@@ -559,6 +610,7 @@ export class VaultIndex {
         this.st.unrefChunk.run(nowMs, previous);
       }
       this.st.setSize.run(size, mtimeMs, nowMs, ino);
+      this.replica.touch(ino);
       this.changeCount++;
     })();
     this.queueChanged(queued);
@@ -570,12 +622,16 @@ export class VaultIndex {
       for (const { chunk } of this.st.fileChunksFrom.all(ino, keepChunks)) this.st.unrefChunk.run(nowMs, chunk);
       this.st.deleteFileChunksFrom.run(ino, keepChunks);
       this.st.setSize.run(size, nowMs, nowMs, ino);
+      this.replica.touch(ino);
       this.changeCount++;
     })();
   }
 
   setSizeAndTimes(ino: number, size: number, mtimeMs: number, nowMs: number): void {
-    this.st.setSize.run(size, mtimeMs, nowMs, ino);
+    this.db.transaction(() => {
+      this.st.setSize.run(size, mtimeMs, nowMs, ino);
+      this.replica.touch(ino);
+    })();
     this.changeCount++;
   }
 

@@ -70,4 +70,9 @@ export const remoteKeys = {
   snapshotPart: (idHex: string) => `snapshots/${idHex}`,
   manifest: (counter: number) => `manifests/${String(counter).padStart(20, '0')}`,
   manifestPrefix: 'manifests/',
+  /** Format 2: a device's record, and the entries of its journal. */
+  device: (deviceHex: string) => `devices/${deviceHex}`,
+  devicePrefix: 'devices/',
+  journal: (deviceHex: string, seq: number) => `journals/${deviceHex}/${String(seq).padStart(20, '0')}`,
+  journalPrefix: (deviceHex: string) => `journals/${deviceHex}/`,
 };

@@ -1,29 +1,31 @@
 /**
- * Background sync: uploads queued chunks, then publishes the index.
+ * Background sync: uploads queued chunks, publishes this device's changes to its journal
+ * (publisher.ts) and merges other devices' journals (merger.ts) every poll interval.
  *
- * Ordering (docs/FORMAT.md, "Publishing"): a snapshot is published only after every
- * chunk it references is on the remote, and a manifest only after its snapshot parts.
- * The upload queue lives in the index, so it survives restarts; a failed upload is
- * retried with backoff and its error stays visible in status until it succeeds.
+ * Ordering (docs/FORMAT.md, "Publishing"): an entry is published only after every chunk its
+ * records name is on the remote. The upload queue lives in the index, so it survives restarts; a
+ * failed upload is retried with backoff and its error stays visible in status until it succeeds.
  *
  * Refusals (errors.ts REFUSAL_CODES: a full account, a refused token, a request the server will
  * never take, another writer) are failures retrying cannot fix. Each is kept in `refused` with the
  * time of the last attempt it answered, so `sync --wait` can end on one that came after it asked;
  * a refused token also pauses all uploads and publishing (retried every AUTH_RETRY_MS, or at once
  * when a sync is asked for) instead of retrying them like an outage.
+ *
+ * Remote garbage (chunks no file names any more) is deleted only while this device is the vault's
+ * only device: with several, another device may name the same chunk in a change not yet merged
+ * here, and deleting stays for a maintenance step that all devices agree on.
  */
-import { mkdir, readFile, rm, writeFile, rename } from 'node:fs/promises';
-import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
-import { Worker } from 'node:worker_threads';
-import { CofferError, RemoteError, isCofferError, isRefusal, type CofferErrorCode } from '../errors.js';
+import { isCofferError, RemoteError, isRefusal, type CofferError, type CofferErrorCode } from '../errors.js';
 import type { ChunkStore } from '../chunks/chunk-store.js';
 import type { VaultIndex } from '../index/vault-index.js';
 import { remoteKeys, type RemoteBackend } from '../remote/backend.js';
-import { ObjectType, openObject, sealObject, type ObjectContext } from '../crypto/objects.js';
-import { sodium } from '../crypto/sodium.js';
-import { INDEX_SCHEMA_VERSION } from '../index/schema.js';
+import type { ObjectContext } from '../crypto/objects.js';
 import type { Log } from '../logging.js';
+import type { DeviceState } from './device-state.js';
+import { JournalContext } from './journal-context.js';
+import { checkJournals, pullChanges } from './merger.js';
+import { publishChanges } from './publisher.js';
 
 /** Told what reaches the remote and when it refuses for lack of room (the remote-space guard listens). */
 export interface UploadObserver {
@@ -51,14 +53,19 @@ export interface SyncerOptions {
   index: VaultIndex;
   store: ChunkStore;
   backend: RemoteBackend;
-  /** Context for snapshot parts and manifests (the metadata key). */
+  /** Context for journal entries and device records (the metadata key). */
   metadataContext: ObjectContext;
-  chunkSize: number;
-  /** Directory for the sync state file and temporary snapshot copies. */
+  /** Directory of the device state file. */
   stateDir: string;
+  /** This device's state (device-state.ts), as read at mount. */
+  deviceState: DeviceState;
+  /** How often other devices' journals are looked at (default 5 s). */
+  pollIntervalMs?: number;
+  /** After a publish that left nothing unpublished: may change the device state (e.g. finish an upgrade). */
+  onPublished?: (state: DeviceState) => Promise<DeviceState>;
   log: Log;
   concurrency?: number;
-  /** Quiet time after the last change before the index is published. */
+  /** Quiet time after the last change before changes are published. */
   publishDelayMs?: number;
   tickMs?: number;
   observer?: UploadObserver;
@@ -66,20 +73,6 @@ export interface SyncerOptions {
   publishUrgently?: () => boolean;
 }
 
-export interface SyncState {
-  /** Random id of this copy of the vault: a manifest it finds on the remote with its own id is its own. */
-  writerId?: string;
-  lastManifest: number;
-  lastManifestHash: string | null;
-  lastPublishMs: number | null;
-  /** Snapshot parts of the last published manifests, newest first: older ones are deleted from the remote. */
-  recentSnapshots?: { counter: number; parts: string[] }[];
-}
-
-/** How many published snapshots stay on the remote (the newest and a fallback). */
-const KEPT_SNAPSHOTS = 2;
-/** How many foreign objects in the way of the next manifest are skipped before publishing gives up. */
-const MAX_SKIPPED_MANIFESTS = 16;
 /** Publishing after a failure waits this long at most before trying again. */
 const MAX_PUBLISH_BACKOFF_MS = 60_000;
 /** While the remote has not answered since the mount, it is asked this often. */
@@ -88,14 +81,26 @@ const OFFLINE_PROBE_MS = 5000;
 const AUTH_RETRY_MS = 60_000;
 
 export interface SyncStatus {
-  /** Changes made so far in this run, and how many of them the remote has in a published snapshot. */
+  /** Changes made so far in this run, and how many of them the remote has in a published entry. */
   changeCount: number;
   publishedChange: number;
   uploading: number;
   uploadedChunks: number;
   uploadedBytes: number;
   lastPublishMs: number | null;
-  lastManifest: number;
+  /** This device's last published journal entry (0: none yet). */
+  publishedSeq: number;
+  /** When other devices' journals were last read completely (epoch ms; null: not yet), and when that read started. */
+  lastPollMs: number | null;
+  lastPollStartMs: number;
+  /** Conflicted copies that merges made during this run. */
+  conflicts: number;
+  /** Other devices whose journal cannot be applied now, and why. */
+  stuck: { device: string; name: string; reason: string }[];
+  /** This device. */
+  device: { device: string; name: string };
+  /** The vault's other devices: name, when they last published, what this device applied of them. */
+  devices: { device: string; name: string; seq: number; publishedMs: number | null; heardMs: number | null }[];
   lastError: string | null;
   publishPending: boolean;
   /** Refusals by the remote that still hold: retrying cannot fix them (empty when there are none). */
@@ -104,18 +109,6 @@ export interface SyncStatus {
   pausedUntilMs: number | null;
   /** The remote has not answered since the mount (why); null once it has. */
   offline: string | null;
-}
-
-export interface Manifest {
-  format: 'coffer-manifest';
-  version: 1;
-  counter: number;
-  /** The writerId of the vault copy that published it. */
-  writer: string;
-  previous: string | null;
-  created: string;
-  indexSchema: number;
-  snapshot: { size: number; parts: string[] };
 }
 
 const MAX_BACKOFF_MS = 5 * 60_000;
@@ -134,7 +127,16 @@ export class Syncer {
   private nextPublishMs = 0;
   private lastChange = -1;
   private lastChangeAtMs = 0;
-  private state: SyncState = { lastManifest: 0, lastManifestHash: null, lastPublishMs: null };
+  private readonly ctx: JournalContext;
+  private polling: Promise<void> | undefined;
+  private nextPollMs = 0;
+  /** When the last complete read of other devices' journals started (a sync waits for one that started after it). */
+  private lastPollStartMs = 0;
+  private lastPollMs: number | null = null;
+  private syncRequestedMs = 0;
+  private conflicts = 0;
+  private stuck: SyncStatus['stuck'] = [];
+  private lastPollError: string | null = null;
   private stats = { uploadedChunks: 0, uploadedBytes: 0, lastError: null as string | null };
   private readonly refusals = new Map<CofferErrorCode, SyncRefusal>();
   private pausedUntilMs = 0;
@@ -145,28 +147,18 @@ export class Syncer {
   private readonly concurrency: number;
   private readonly publishDelayMs: number;
 
+  private readonly pollIntervalMs: number;
+
   constructor(private readonly options: SyncerOptions) {
     this.concurrency = options.concurrency ?? 4;
     this.publishDelayMs = options.publishDelayMs ?? 2000;
-  }
-
-  private get statePath(): string {
-    return syncStatePath(this.options.stateDir);
+    this.pollIntervalMs = options.pollIntervalMs ?? 5000;
+    this.ctx = new JournalContext(options.index, options.backend, options.metadataContext, options.stateDir, options.log, options.deviceState);
   }
 
   async start(): Promise<void> {
-    await mkdir(this.options.stateDir, { recursive: true });
-    try {
-      this.state = JSON.parse(await readFile(this.statePath, 'utf8')) as SyncState;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    }
-    if (!this.state.writerId) {
-      this.state.writerId = randomBytes(16).toString('hex');
-      await writeJsonAtomic(this.statePath, this.state);
-    }
     // A previous run may have stopped before publishing its last changes.
-    this.publishedChange = this.options.index.getState('published') === 1 ? this.options.index.changeCount : -1;
+    this.publishedChange = this.options.index.replica.pendingCount() === 0 ? this.options.index.changeCount : -1;
     this.timer = setInterval(() => this.tick(), this.options.tickMs ?? 250);
     this.timer.unref();
   }
@@ -176,6 +168,7 @@ export class Syncer {
     clearInterval(this.timer);
     this.abort.abort(new Error('sync stopped'));
     await this.publishing?.catch(() => {});
+    await this.polling?.catch(() => {});
     while (this.inflight.size > 0) await new Promise((r) => setTimeout(r, 10));
   }
 
@@ -186,10 +179,16 @@ export class Syncer {
       uploading: this.inflight.size,
       uploadedChunks: this.stats.uploadedChunks,
       uploadedBytes: this.stats.uploadedBytes,
-      lastPublishMs: this.state.lastPublishMs,
-      lastManifest: this.state.lastManifest,
-      lastError: this.stats.lastError ?? this.offline,
-      publishPending: this.options.index.changeCount !== this.publishedChange,
+      lastPublishMs: this.ctx.state.lastPublishMs,
+      publishedSeq: this.ctx.state.seq,
+      lastPollMs: this.lastPollMs,
+      lastPollStartMs: this.lastPollStartMs,
+      conflicts: this.conflicts,
+      stuck: this.stuck,
+      device: { device: this.ctx.state.device, name: this.ctx.state.name },
+      devices: Object.entries(this.ctx.state.seen).map(([device, seen]) => ({ device, name: this.options.index.replica.deviceName(device), ...seen })),
+      lastError: this.stats.lastError ?? this.lastPollError ?? this.offline,
+      publishPending: this.options.index.changeCount !== this.publishedChange || this.options.index.replica.pendingCount() > 0,
       refused: [...this.refusals.values()],
       pausedUntilMs: this.paused() ? this.pausedUntilMs : null,
       offline: this.offline,
@@ -272,9 +271,11 @@ export class Syncer {
     this.probeWhileOffline();
     if (this.paused()) return;
     this.pumpUploads();
+    this.pollWhenDue();
     const quiet = this.urgent || this.options.publishUrgently?.() === true || Date.now() - this.lastChangeAtMs >= this.publishDelayMs;
     const due = Date.now() >= this.nextPublishMs;
-    if (!this.publishing && quiet && due && this.inflight.size === 0 && index.changeCount !== this.publishedChange) {
+    const pending = index.changeCount !== this.publishedChange || index.replica.pendingCount() > 0;
+    if (!this.publishing && quiet && due && pending) {
       const started = Date.now();
       this.publishing = this.publish()
         .then(() => {
@@ -287,7 +288,7 @@ export class Syncer {
           if (isRefusal(err)) this.noteRefusal(err, started);
           this.publishFailures++;
           this.nextPublishMs = Date.now() + Math.min(MAX_PUBLISH_BACKOFF_MS, 500 * 2 ** this.publishFailures);
-          this.stats.lastError = `publishing the index: ${(err as Error).message}`;
+          this.stats.lastError = `publishing changes: ${(err as Error).message}`;
           this.options.log.warn(this.stats.lastError, { op: 'publish', err });
         })
         .finally(() => (this.publishing = undefined));
@@ -350,70 +351,18 @@ export class Syncer {
   }
 
   /**
-   * Creates the next manifest with an exclusive create. A key already taken by an object
-   * that does not authenticate (injected, or left by another vault) is skipped; one taken
-   * by a real manifest of this vault means another writer published: that is refused.
+   * After a publish: deletes chunks no published entry names any more, while this device is the
+   * vault's only one (see the top of the file). A failure is only logged: the rows stay, and the
+   * next publish tries again.
    */
-  private async createManifest(size: number, parts: string[], signal: AbortSignal): Promise<{ counter: number; sealedManifest: Buffer }> {
-    const { backend, metadataContext } = this.options;
-    for (let counter = this.state.lastManifest + 1; ; counter++) {
-      const manifest: Manifest = {
-        format: 'coffer-manifest',
-        version: 1,
-        counter,
-        writer: this.state.writerId!,
-        previous: this.state.lastManifestHash,
-        created: new Date().toISOString(),
-        indexSchema: INDEX_SCHEMA_VERSION,
-        snapshot: { size, parts },
-      };
-      const sealedManifest = sealObject(metadataContext, ObjectType.Manifest, manifestObjectId(counter), Buffer.from(JSON.stringify(manifest)), { pad: true });
-      try {
-        await backend.createExclusive(remoteKeys.manifest(counter), sealedManifest, { signal });
-        return { counter, sealedManifest };
-      } catch (err) {
-        if (!isCofferError(err, 'REMOTE_EXISTS') || counter - this.state.lastManifest >= MAX_SKIPPED_MANIFESTS) throw err;
-        const existing = await backend.get(remoteKeys.manifest(counter), { signal });
-        let found: Manifest | undefined;
-        try {
-          found = JSON.parse(openObject(metadataContext, ObjectType.Manifest, manifestObjectId(counter), existing).toString('utf8')) as Manifest;
-        } catch {
-          this.options.log.warn(`manifest ${counter} on the remote does not authenticate (not written by this vault); publishing as ${counter + 1}`, { op: 'publish', manifest: counter });
-          continue;
-        }
-        if (found.writer === this.state.writerId && found.previous === this.state.lastManifestHash) {
-          // Our own earlier attempt, whose answer was lost: it is published. Build on it.
-          this.options.log.info(`manifest ${counter} on the remote is this vault's own earlier publish; continuing after it`, { op: 'publish', manifest: counter });
-          this.state = {
-            ...this.state,
-            lastManifest: counter,
-            lastManifestHash: manifestHash(existing),
-            recentSnapshots: [{ counter, parts: found.snapshot.parts }, ...(this.state.recentSnapshots ?? [])],
-          };
-          await writeJsonAtomic(this.statePath, this.state);
-          continue;
-        }
-        throw new CofferError('REMOTE_CONFLICT', `manifest ${counter} was already published by another writer to this vault; one device may write to a vault at a time`);
-      }
-    }
-  }
-
-  /**
-   * After a publish: deletes chunks no published snapshot names any more, and the
-   * parts of snapshots older than the ones kept. A failure is only logged: the rows
-   * stay, and the next publish tries again.
-   */
-  private async deleteRemoteGarbage(cutoffMs: number, expired: { parts: string[] }[]): Promise<void> {
+  private async deleteRemoteGarbage(cutoffMs: number): Promise<void> {
     const { index, backend } = this.options;
     const signal = this.abort.signal;
     let deleted = 0;
     try {
-      for (const { parts } of expired) {
-        for (const part of parts) {
-          await backend.delete(remoteKeys.snapshotPart(part), { signal });
-          deleted++;
-        }
-      }
+      if (index.remoteGarbage(cutoffMs, 1).length === 0) return;
+      const devices = await this.ctx.listDevices(signal);
+      if (devices.some((d) => d !== this.ctx.state.device)) return;
       for (let batch = index.remoteGarbage(cutoffMs, 256); batch.length > 0; batch = index.remoteGarbage(cutoffMs, 256)) {
         for (const id of batch) {
           // Written again meanwhile? Then it is queued for upload and must not be deleted.
@@ -470,169 +419,94 @@ export class Syncer {
   }
 
   /**
-   * Starts a sync now: failed uploads are retried at once and the index is published as
-   * soon as its chunks are up. Returns the change count that `isSynced` waits for.
+   * Starts a sync now: failed uploads are retried at once, changes are published as soon as
+   * their chunks are up, and other devices' journals are read. Returns the change count that
+   * `isSynced` waits for.
    */
   requestSync(): number {
     this.pausedUntilMs = 0; // one more try, even after a refused token
     this.options.index.retryUploadsNow();
     this.urgent = true;
     this.nextPublishMs = 0;
+    this.nextPollMs = 0;
+    this.syncRequestedMs = Date.now();
     this.tick();
     return this.options.index.changeCount;
   }
 
+  /** Everything changed before the request is published, and other devices' journals were read since. */
   isSynced(target: number): boolean {
-    return this.publishedChange >= target;
+    return this.publishedChange >= target && this.options.index.replica.pendingCount() === 0 && this.lastPollStartMs >= this.syncRequestedMs;
+  }
+
+  private pollWhenDue(): void {
+    if (this.polling || Date.now() < this.nextPollMs || this.offline !== null) return;
+    const started = Date.now();
+    this.polling = pullChanges(this.ctx, this.abort.signal)
+      .then((result) => {
+        this.lastPollStartMs = started;
+        this.lastPollMs = Date.now();
+        this.lastPollError = null;
+        this.conflicts += result.conflicts;
+        this.stuck = result.stuck.map((s) => ({ ...s, name: this.options.index.replica.deviceName(s.device) }));
+        this.refusals.delete('REMOTE_ROLLBACK');
+        if (result.entries > 0) {
+          this.options.log.info(`merged ${result.entries} journal entr${result.entries === 1 ? 'y' : 'ies'} from other devices (${result.nodes} nodes${result.conflicts > 0 ? `, ${result.conflicts} conflicted copies` : ''})`, { op: 'merge', ...result, stuck: undefined });
+        }
+        this.noteAccepted('request');
+      })
+      .catch((err) => {
+        if (this.abort.signal.aborted) return;
+        if (isRefusal(err) || isCofferError(err, 'REMOTE_ROLLBACK')) this.noteRefusal(err as CofferError, started);
+        this.lastPollError = `reading other devices' changes: ${(err as Error).message}`;
+        if (isCofferError(err, 'REMOTE_ROLLBACK')) this.options.log.error(this.lastPollError, { op: 'merge', err });
+        else this.options.log.warn(this.lastPollError, { op: 'merge', err });
+      })
+      .finally(() => {
+        this.polling = undefined;
+        this.nextPollMs = Date.now() + this.pollIntervalMs;
+      });
   }
 
   /**
-   * Compares the remote's newest manifest with the high-water mark kept here. A remote
-   * whose newest manifest is older than one this vault already published or saw — or one
-   * that replaced it — is serving a rollback and is refused.
+   * At mount: this device's journal and every device's applied entries are on the remote as this
+   * device left them; a rollback or a swap is refused (REMOTE_ROLLBACK) before anything merges.
    */
   async checkRemote(signal?: AbortSignal): Promise<void> {
-    const { backend } = this.options;
-    if (this.state.lastManifest === 0) return;
-    const manifests = await backend.list(remoteKeys.manifestPrefix, { signal });
-    const newest = manifests.map((m) => Number(m.key.slice(remoteKeys.manifestPrefix.length))).filter(Number.isSafeInteger).reduce((a, b) => Math.max(a, b), 0);
-    if (newest < this.state.lastManifest) {
-      throw new CofferError(
-        'REMOTE_ROLLBACK',
-        `the remote ${backend.description} offers manifest ${newest} but this vault already published manifest ${this.state.lastManifest}: the remote was rolled back or is withholding data; refusing to use it`,
-      );
-    }
-    if (newest === this.state.lastManifest && this.state.lastManifestHash) {
-      // A body cut in transit is not a rollback: ask again before concluding.
-      for (let attempt = 1; ; attempt++) {
-        const sealed = await backend.get(remoteKeys.manifest(newest), { signal });
-        if (manifestHash(sealed) === this.state.lastManifestHash) break;
-        if (attempt >= 3) {
-          throw new CofferError('REMOTE_ROLLBACK', `manifest ${newest} on the remote ${backend.description} is not the one this vault published; refusing to use it`);
-        }
-      }
-    }
+    await checkJournals(this.ctx, signal);
   }
 
   private async publish(): Promise<void> {
-    const { index, backend, stateDir, chunkSize, metadataContext } = this.options;
+    const { index } = this.options;
     const signal = this.abort.signal;
     const change = index.changeCount;
-    const copyPath = join(stateDir, `snapshot-${randomBytes(6).toString('hex')}.db`);
-    // Chunks released before the copy is taken are named by no snapshot from here on.
+    // Chunks released before this publish are named by no entry published from here on.
     const garbageCutoffMs = Date.now();
-    const parts: string[] = [];
-    let published = false;
-    try {
-      await index.backupTo(copyPath);
-      const pending = await prepareSnapshot(copyPath);
-      // Data before metadata: wait until every chunk the copy names is on the remote.
-      for (const hex of pending) {
-        while (true) {
-          signal.throwIfAborted();
-          const info = index.chunkInfo(Buffer.from(hex, 'hex'));
-          if (!info || info.uploaded) break;
-          this.pumpUploads();
-          await new Promise((resolve) => setTimeout(resolve, 100));
-        }
-      }
-      const snapshot = await readFile(copyPath);
-      for (let at = 0; at < snapshot.length || at === 0; at += chunkSize) {
-        const part = snapshot.subarray(at, Math.min(at + chunkSize, snapshot.length));
-        const id = randomBytes(32);
-        const sealed = sealObject(metadataContext, ObjectType.SnapshotPart, id, part, { pad: true });
-        const key = remoteKeys.snapshotPart(id.toString('hex'));
-        try {
-          await backend.put(key, sealed, { signal });
-        } catch (err) {
-          // A full account: the fallback snapshot makes way for the new one (the newest stays).
-          if (!isCofferError(err, 'REMOTE_QUOTA') || !(await this.dropFallbackSnapshots(signal))) throw err;
-          await backend.put(key, sealed, { signal });
-        }
-        this.options.observer?.uploaded(sealed.length);
-        parts.push(id.toString('hex'));
-        if (snapshot.length === 0) break;
-      }
-      const { counter, sealedManifest } = await this.createManifest(snapshot.length, parts, signal);
-      published = true;
-      this.options.observer?.uploaded(sealedManifest.length);
-      this.state = {
-        writerId: this.state.writerId,
-        lastManifest: counter,
-        lastManifestHash: manifestHash(sealedManifest),
-        lastPublishMs: Date.now(),
-        recentSnapshots: [{ counter, parts }, ...(this.state.recentSnapshots ?? [])],
-      };
-      const expired = this.state.recentSnapshots!.splice(KEPT_SNAPSHOTS);
-      await writeJsonAtomic(this.statePath, this.state);
-      this.publishedChange = change;
-      this.options.log.debug(`published manifest ${counter}`, { op: 'publish', manifest: counter, snapshotBytes: snapshot.length, parts: parts.length });
-      if (index.changeCount === change) this.urgent = false;
-      if (index.changeCount === change) index.setState('published', 1);
-      this.stats.lastError = null;
-      await this.deleteRemoteGarbage(garbageCutoffMs, expired);
-    } finally {
-      await rm(copyPath, { force: true });
-      // Parts of a publish that failed would stay on the remote for good, taking room: remove them.
-      if (!published && parts.length > 0) {
-        const cleanup = AbortSignal.any([signal, AbortSignal.timeout(30_000)]);
-        await Promise.all(parts.map((part) => backend.delete(remoteKeys.snapshotPart(part), { signal: cleanup }).catch(() => {})));
+    await publishChanges(
+      this.ctx,
+      {
+        chunksUploaded: (ids, s) => this.waitUploaded(ids, s),
+        uploaded: (bytes) => this.options.observer?.uploaded(bytes),
+      },
+      signal,
+    );
+    this.publishedChange = change;
+    if (index.changeCount === change) this.urgent = false;
+    this.stats.lastError = null;
+    if (this.options.onPublished && index.replica.pendingCount() === 0) this.ctx.state = await this.options.onPublished(this.ctx.state);
+    await this.deleteRemoteGarbage(garbageCutoffMs);
+  }
+
+  /** Data before metadata: resolves once every chunk named is on the remote. */
+  private async waitUploaded(ids: Buffer[], signal: AbortSignal): Promise<void> {
+    for (const id of ids) {
+      for (;;) {
+        signal.throwIfAborted();
+        const info = this.options.index.chunkInfo(id);
+        if (!info || info.uploaded) break;
+        this.pumpUploads();
+        await new Promise((resolve) => setTimeout(resolve, 100));
       }
     }
   }
-
-  /**
-   * Deletes the parts of every published snapshot but the newest, to make room for the next one
-   * on a full account. Answers whether there was any to delete.
-   */
-  private async dropFallbackSnapshots(signal: AbortSignal): Promise<boolean> {
-    const older = (this.state.recentSnapshots ?? []).slice(1);
-    if (older.length === 0) return false;
-    for (const { parts } of older) {
-      for (const part of parts) await this.options.backend.delete(remoteKeys.snapshotPart(part), { signal });
-    }
-    this.state = { ...this.state, recentSnapshots: this.state.recentSnapshots!.slice(0, 1) };
-    await writeJsonAtomic(this.statePath, this.state);
-    this.options.log.info(`the remote account is full: deleted ${older.length} older snapshot(s) of the index to make room for the next`, { op: 'publish' });
-    this.options.observer?.freed();
-    return true;
-  }
-}
-
-/** Where the manifest high-water mark lives (outside the index, so an index restored from the remote cannot lower it). */
-export function syncStatePath(stateDir: string): string {
-  return join(stateDir, 'sync-state.json');
-}
-
-export async function writeSyncState(stateDir: string, state: SyncState): Promise<void> {
-  await writeJsonAtomic(syncStatePath(stateDir), state);
-}
-
-/** BLAKE2b-256 of a sealed manifest: what the next manifest names as `previous`. */
-export function manifestHash(sealed: Uint8Array): string {
-  return Buffer.from(sodium().crypto_generichash(32, sealed, null)).toString('hex');
-}
-
-/** The 32-byte object id of manifest `counter`: the counter, big-endian, in the last 8 bytes. */
-export function manifestObjectId(counter: number): Buffer {
-  const id = Buffer.alloc(32);
-  id.writeBigUInt64BE(BigInt(counter), 24);
-  return id;
-}
-
-function prepareSnapshot(copyPath: string): Promise<string[]> {
-  return new Promise((resolve, reject) => {
-    const worker = new Worker(new URL('./snapshot-worker.js', import.meta.url), { workerData: copyPath });
-    worker.once('message', (message: { pending: string[] }) => resolve(message.pending));
-    worker.once('error', reject);
-    worker.once('exit', (code) => {
-      if (code !== 0) reject(new Error(`snapshot worker exited with code ${code}`));
-    });
-  });
-}
-
-async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
-  const temp = `${path}.tmp`;
-  await writeFile(temp, JSON.stringify(value, null, 2) + '\n');
-  await rename(temp, path);
 }

@@ -1,25 +1,33 @@
 /**
- * Recovery on a machine that has never seen the vault: everything comes from the
- * remote and the passphrase. The header unlocks the keys; the newest manifest that
- * authenticates names the index snapshot; the snapshot becomes the local index.
- * Chunks are not downloaded here: they arrive when files are read.
+ * Recovery on a machine that has never seen the vault: everything comes from the remote and the
+ * passphrase. The header unlocks the keys; the new copy registers as a device of its own; every
+ * device's journal is read and merged into a new index. Chunks are not downloaded here: they
+ * arrive when files are read. (A remote still in format 1 is read from its newest snapshot, and
+ * the first mount upgrades it: format1.ts.)
  */
 import { mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { CofferError, isCofferError } from '../errors.js';
 import { parseHeaderJson, serializeHeader, unlockVaultHeader } from '../crypto/header.js';
 import { deriveVaultKeys } from '../crypto/keys.js';
-import { ObjectType, openObject, type ObjectContext } from '../crypto/objects.js';
+import type { ObjectContext } from '../crypto/objects.js';
 import { loadSodium } from '../crypto/sodium.js';
 import { VaultIndex } from '../index/vault-index.js';
 import { remoteKeys, type RemoteBackend } from '../remote/backend.js';
-import { manifestHash, manifestObjectId, writeSyncState, type Manifest } from '../sync/syncer.js';
+import { newDeviceState, writeDeviceState } from '../sync/device-state.js';
+import { JournalContext, registerDevice } from '../sync/journal-context.js';
+import { pullChanges } from '../sync/merger.js';
+import type { Log } from '../logging.js';
 import { DEFAULT_CONFIG, openConfiguredBackend, tokenToKeep, writeConfig, type VaultConfig } from './config.js';
+import { defaultDeviceName } from './device.js';
+import { restoreFormat1Index } from './format1.js';
 import { vaultPaths, type VaultPaths } from './layout.js';
 import { checkVolumeName, defaultVolumeName } from './volume-name.js';
 
 export interface CloneOptions {
   /** The volume name of the new copy (names are never on the remote); default: the directory's name. */
   name?: string;
+  /** What the new device is called in `coffer devices` and conflicted copies; default: the host name. */
+  deviceName?: string;
   s3Endpoint?: string;
   s3Region?: string;
   cacheSize?: number;
@@ -29,11 +37,14 @@ export interface CloneOptions {
 
 export interface CloneResult {
   paths: VaultPaths;
-  /** The manifest the index was rebuilt from (0: nothing was ever published). */
-  manifest: number;
+  /** Other devices whose journals were read, and their entries applied. */
+  devices: number;
+  entries: number;
   files: number;
   bytes: number;
 }
+
+const quietLog: Log = { debug() {}, info() {}, warn() {}, error() {} };
 
 export async function cloneVault(remote: string, vaultDir: string, obtainPassphrase: () => Promise<string>, options: CloneOptions = {}): Promise<CloneResult> {
   await loadSodium();
@@ -41,6 +52,7 @@ export async function cloneVault(remote: string, vaultDir: string, obtainPassphr
   const paths = vaultPaths(vaultDir);
   const existing: string[] = await readdir(paths.dir).catch(() => []);
   if (existing.length > 0) throw new CofferError('VAULT_EXISTS', `${paths.dir} is not empty; clone into a new or empty directory`);
+  const deviceName = options.deviceName !== undefined ? checkVolumeName(options.deviceName) : defaultDeviceName();
   const config: VaultConfig = {
     ...DEFAULT_CONFIG,
     name: options.name !== undefined ? checkVolumeName(options.name) : defaultVolumeName(paths.dir),
@@ -66,94 +78,55 @@ export async function cloneVault(remote: string, vaultDir: string, obtainPassphr
   await mkdir(paths.state, { recursive: true });
   await mkdir(paths.cache, { recursive: true });
   try {
-    const restored = await restoreIndex(paths, backend, context, 0, say);
+    let read = { devices: 0, entries: 0 };
+    if (header.version === 1 && (await restoreFormat1Index(paths, backend, context, say))) {
+      say('The remote is in format 1: the first mount upgrades it to format 2.');
+    } else {
+      read = await restoreFromJournals(paths, backend, context, deviceName, say);
+    }
+    const index = new VaultIndex(paths.index, header.version === 1 ? { upgradeFrom1: { vaultId: header.vaultId } } : {});
+    let counts;
+    try {
+      counts = index.counts();
+    } finally {
+      index.close();
+    }
     await writeConfig(paths, config);
     // The header goes last: a directory without it is not a vault, so a failed clone can be retried.
     await writeFile(paths.header + '.tmp', serializeHeader(header));
     await rename(paths.header + '.tmp', paths.header);
-    return { paths, ...restored };
+    return { paths, ...read, files: counts.files, bytes: counts.bytes };
   } catch (err) {
-    for (const made of [paths.index, paths.index + '.tmp', paths.state, paths.cache, paths.config]) {
+    for (const made of [paths.index, paths.index + '-wal', paths.index + '.tmp', paths.state, paths.cache, paths.config]) {
       await rm(made, { recursive: true, force: true }).catch(() => {});
     }
     throw err;
   }
 }
 
-/**
- * Writes `paths.index` from the newest manifest on the remote that authenticates (an empty
- * index if none was ever published) and records it as the high-water mark. A newest manifest
- * older than `highWater` is a rollback and is refused.
- */
-export async function restoreIndex(
+/** A new index holding every device's journal, for a new device named `deviceName`, registered on the remote. */
+async function restoreFromJournals(
   paths: VaultPaths,
   backend: RemoteBackend,
   context: ObjectContext,
-  highWater: number,
+  deviceName: string,
   say: (line: string) => void,
-): Promise<{ manifest: number; files: number; bytes: number }> {
-  const newest = await newestValidManifest(backend, context, say);
-  if ((newest?.manifest.counter ?? 0) < highWater) {
-    throw new CofferError(
-      'REMOTE_ROLLBACK',
-      `the newest manifest on the remote is ${newest?.manifest.counter ?? 'none'}, older than manifest ${highWater} this vault already published: refusing to restore from a rolled-back remote`,
-    );
-  }
-  if (newest) {
-    const { manifest, sealed } = newest;
-    const parts: Buffer[] = [];
-    for (const part of manifest.snapshot.parts) {
-      const id = Buffer.from(part, 'hex');
-      parts.push(openObject(context, ObjectType.SnapshotPart, id, await backend.get(remoteKeys.snapshotPart(part))));
-    }
-    const snapshot = Buffer.concat(parts);
-    if (snapshot.length !== manifest.snapshot.size) {
-      throw new CofferError('CORRUPT_FORMAT', `the snapshot of manifest ${manifest.counter} has ${snapshot.length} bytes, not the ${manifest.snapshot.size} its manifest names`);
-    }
-    await writeFile(paths.index + '.tmp', snapshot);
-    await rename(paths.index + '.tmp', paths.index);
-    await writeSyncState(paths.state, { lastManifest: manifest.counter, lastManifestHash: manifestHash(sealed), lastPublishMs: null });
-  } else {
-    say('The remote holds no published index yet: the index starts empty.');
-    new VaultIndex(paths.index, { create: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, nowMs: Date.now() } }).close();
-  }
-  const index = new VaultIndex(paths.index);
+): Promise<{ devices: number; entries: number }> {
+  const state = { ...newDeviceState(deviceName), registered: true };
+  await registerDevice(backend, context, state.device, state.name);
+  const index = new VaultIndex(paths.index, { create: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, nowMs: Date.now() } });
   try {
-    const check = index.db.pragma('integrity_check', { simple: true });
-    if (check !== 'ok') throw new CofferError('CORRUPT_FORMAT', `the restored index fails SQLite's integrity check: ${String(check)}`);
-    index.setState('published', 1);
-    const counts = index.counts();
-    return { manifest: newest?.manifest.counter ?? 0, files: counts.files, bytes: counts.bytes };
+    // The new index's root is not a change of this device: the vault's root comes from the journals.
+    index.replica.forgetLocalChanges();
+    const ctx = new JournalContext(index, backend, context, paths.state, quietLog, state);
+    const pulled = await pullChanges(ctx, AbortSignal.timeout(24 * 3600_000));
+    for (const { device, reason } of pulled.ignored) say(`warning: skipping devices/${device}, not a device of this vault: ${reason}`);
+    if (pulled.stuck.length > 0) {
+      throw new CofferError('AUTHENTICATION_FAILED', `the remote's copy of the vault cannot be trusted: ${pulled.stuck.map((s) => `device ${s.device}: ${s.reason}`).join('; ')}`);
+    }
+    await writeDeviceState(paths.state, ctx.state);
+    return { devices: Object.keys(ctx.state.seen).length, entries: pulled.entries };
   } finally {
     index.close();
   }
-}
-
-/**
- * The highest-numbered manifest that authenticates. One that does not is skipped with a
- * warning (never trusted); its predecessor's hash is checked where it is present.
- */
-async function newestValidManifest(
-  backend: RemoteBackend,
-  context: ObjectContext,
-  say: (line: string) => void,
-): Promise<{ manifest: Manifest; sealed: Buffer } | undefined> {
-  const counters = (await backend.list(remoteKeys.manifestPrefix))
-    .map((o) => Number(o.key.slice(remoteKeys.manifestPrefix.length)))
-    .filter((n) => Number.isSafeInteger(n) && n > 0)
-    .sort((a, b) => b - a);
-  for (const counter of counters) {
-    try {
-      const sealed = await backend.get(remoteKeys.manifest(counter));
-      const manifest = JSON.parse(openObject(context, ObjectType.Manifest, manifestObjectId(counter), sealed).toString('utf8')) as Manifest;
-      if (manifest.format !== 'coffer-manifest' || manifest.version !== 1 || manifest.counter !== counter) {
-        throw new CofferError('CORRUPT_FORMAT', `manifest ${counter} does not describe itself as manifest ${counter}`);
-      }
-      return { manifest, sealed };
-    } catch (err) {
-      if (isCofferError(err, 'REMOTE_UNAVAILABLE')) throw err;
-      say(`warning: skipping manifest ${counter}: ${(err as Error).message}`);
-    }
-  }
-  return undefined;
 }

@@ -41,6 +41,8 @@ export interface VaultConfig {
    * queued for the next mount. 0: exit at once.
    */
   shutdownDrainMs: number;
+  /** How often other devices' journals are read while mounted (ms). */
+  pollIntervalMs: number;
   /** Least important daemon log lines written: debug, info, warn or error. */
   logLevel: LogLevel;
   /** The daemon log is rotated when it reaches this many bytes (three old files are kept). */
@@ -62,6 +64,7 @@ export const DEFAULT_CONFIG: Omit<VaultConfig, 'remote'> = {
   remoteReadTimeoutMs: 8000,
   uploadConcurrency: 4,
   shutdownDrainMs: 10_000,
+  pollIntervalMs: 5000,
   logLevel: 'info',
   logMaxSize: 10 * MiB,
   uploadLimit: 0,
@@ -91,6 +94,9 @@ export async function readConfig(paths: VaultPaths): Promise<VaultConfig> {
     );
   }
   const config = { ...DEFAULT_CONFIG, ...raw } as VaultConfig;
+  if (typeof config.pollIntervalMs !== 'number' || !Number.isFinite(config.pollIntervalMs) || config.pollIntervalMs < 100) {
+    throw new CofferError('CORRUPT_FORMAT', `${paths.config}: "pollIntervalMs" must be a number of milliseconds, 100 or more`);
+  }
   if (typeof config.shutdownDrainMs !== 'number' || !Number.isFinite(config.shutdownDrainMs) || config.shutdownDrainMs < 0) {
     throw new CofferError('CORRUPT_FORMAT', `${paths.config}: "shutdownDrainMs" must be a number of milliseconds, 0 or more`);
   }

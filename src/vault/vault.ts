@@ -13,6 +13,9 @@ import { loadSodium } from '../crypto/sodium.js';
 import { VaultIndex } from '../index/vault-index.js';
 import { remoteKeys } from '../remote/backend.js';
 import { vaultPaths, type VaultPaths } from './layout.js';
+import { newDeviceState, writeDeviceState } from '../sync/device-state.js';
+import { registerDevice } from '../sync/journal-context.js';
+import { defaultDeviceName } from './device.js';
 import { DEFAULT_CONFIG, openConfiguredBackend, readConfig, tokenToKeep, writeConfig, type VaultConfig } from './config.js';
 import { checkVolumeName, defaultVolumeName } from './volume-name.js';
 
@@ -58,7 +61,7 @@ export async function initVault(vaultDir: string, passphrase: string, options: I
     ...tokenToKeep(options.remote ?? ''),
   };
   const backend = openConfiguredBackend(config);
-  const { header } = createVaultHeader(passphrase, { chunkSize: DEFAULT_CHUNK_SIZE });
+  const { header, masterKey } = createVaultHeader(passphrase, { chunkSize: DEFAULT_CHUNK_SIZE });
 
   try {
     await mkdir(paths.state, { recursive: true });
@@ -73,6 +76,10 @@ export async function initVault(vaultDir: string, passphrase: string, options: I
       }
       throw err;
     });
+    const device = { ...newDeviceState(defaultDeviceName()), registered: true };
+    const keys = deriveVaultKeys(masterKey);
+    await registerDevice(backend, { vaultId: Buffer.from(header.vaultId, 'hex'), keyEpoch: header.keyEpoch, key: keys.metadata }, device.device, device.name);
+    await writeDeviceState(paths.state, device);
     // The header goes last: a directory without it is not a vault.
     await writeFile(paths.header + '.tmp', serializeHeader(header));
     await rename(paths.header + '.tmp', paths.header);

@@ -16,15 +16,16 @@ const FORBIDDEN = /[\p{Cc}\u2028\u2029]/u;
  * The name as stored: surrounding white space removed; empty, over-long names and control
  * characters refused with BAD_ARGUMENT (the command line was wrong).
  */
-export function checkVolumeName(name: string): string {
+export function checkVolumeName(name: string, what = 'volume name'): string {
   const trimmed = name.trim();
-  if (trimmed === '') throw new CofferError('BAD_ARGUMENT', 'the volume name is empty; give a name such as --name Photos');
-  if (FORBIDDEN.test(trimmed)) {
-    throw new CofferError('BAD_ARGUMENT', `the volume name ${JSON.stringify(trimmed)} contains control characters; use printable characters only`);
+  const example = what === 'volume name' ? '--name Photos' : '--device-name laptop';
+  if (trimmed === '') throw new CofferError('BAD_ARGUMENT', `the ${what} is empty; give a name such as ${example}`);
+  if (FORBIDDEN.test(trimmed) || (what !== 'volume name' && trimmed.includes('/'))) {
+    throw new CofferError('BAD_ARGUMENT', `the ${what} ${JSON.stringify(trimmed)} contains control characters${what !== 'volume name' ? ' or /' : ''}; use printable characters only`);
   }
   const length = [...trimmed].length;
   if (length > VOLUME_NAME_MAX) {
-    throw new CofferError('BAD_ARGUMENT', `the volume name is ${length} characters long; use at most ${VOLUME_NAME_MAX}`);
+    throw new CofferError('BAD_ARGUMENT', `the ${what} is ${length} characters long; use at most ${VOLUME_NAME_MAX}`);
   }
   return trimmed;
 }

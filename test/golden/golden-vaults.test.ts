@@ -12,6 +12,7 @@ import { cofferOk, ROOT, Workspace } from '../helpers/drive.js';
 import { describeTree } from '../../scripts/lib/golden-tree.mjs';
 
 const FIXTURES = join(ROOT, 'test', 'fixtures');
+const CURRENT_FORMAT = 2;
 const versions = readdirSync(FIXTURES)
   .map((name) => /^vault-v(\d+)$/.exec(name)?.[1])
   .filter((v): v is string => v !== undefined)
@@ -62,6 +63,9 @@ describe('golden vaults', () => {
       await ws.mount(undefined, { COFFER_PASSPHRASE: golden.passphrase });
       await cofferOk(['sync', ws.vault, '--wait', '--timeout', '60']);
       await ws.unmount();
+      // The first mount upgraded the vault and its remote to the current format.
+      expect(JSON.parse(readFileSync(join(ws.vault, 'vault.json'), 'utf8')).version).toBe(CURRENT_FORMAT);
+      expect(JSON.parse(readFileSync(join(ws.vault, 'remote', 'coffer-vault.json'), 'utf8')).version).toBe(CURRENT_FORMAT);
       const other = new Workspace('coffer-golden-clone-');
       workspaces.push(other);
       await cofferOk(['clone', remoteUrl, other.vault], { passphrase: golden.passphrase });
@@ -69,4 +73,33 @@ describe('golden vaults', () => {
       expect(describeTree(other.mnt)).toEqual(golden.tree);
     });
   }
+
+  it('format 1: coffer upgrade upgrades without a mount, and a clone then shows the same tree', async () => {
+    const { ws, golden, remoteUrl } = copyGolden(1);
+    await cofferOk(['upgrade', ws.vault], { passphrase: golden.passphrase });
+    expect(JSON.parse(readFileSync(join(ws.vault, 'remote', 'coffer-vault.json'), 'utf8')).version).toBe(CURRENT_FORMAT);
+    expect((await cofferOk(['upgrade', ws.vault], { passphrase: golden.passphrase })).stderr).toMatch(/already in format 2/);
+    const other = new Workspace('coffer-golden-clone-');
+    workspaces.push(other);
+    await cofferOk(['clone', remoteUrl, other.vault], { passphrase: golden.passphrase });
+    await other.mount(undefined, { COFFER_PASSPHRASE: golden.passphrase });
+    expect(describeTree(other.mnt)).toEqual(golden.tree);
+  });
+
+  it('format 1: a remote no device has upgraded yet clones, and its first mount upgrades it', async () => {
+    const { ws, golden, remoteUrl } = copyGolden(1);
+    const other = new Workspace('coffer-golden-clone-');
+    workspaces.push(other);
+    await cofferOk(['clone', remoteUrl, other.vault, '--device-name', 'second'], { passphrase: golden.passphrase });
+    await other.mount(undefined, { COFFER_PASSPHRASE: golden.passphrase });
+    expect(describeTree(other.mnt)).toEqual(golden.tree);
+    await cofferOk(['sync', other.vault, '--wait', '--timeout', '60']);
+    expect(JSON.parse(readFileSync(join(ws.vault, 'remote', 'coffer-vault.json'), 'utf8')).version).toBe(CURRENT_FORMAT);
+    // The original device, still in format 1 locally, upgrades at its mount and converges with it.
+    await ws.mount(undefined, { COFFER_PASSPHRASE: golden.passphrase });
+    await cofferOk(['sync', ws.vault, '--wait', '--timeout', '60']);
+    await cofferOk(['sync', other.vault, '--wait', '--timeout', '60']);
+    expect(describeTree(ws.mnt)).toEqual(golden.tree);
+    expect(describeTree(other.mnt)).toEqual(golden.tree);
+  });
 });

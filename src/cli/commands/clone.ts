@@ -9,6 +9,7 @@ export interface CloneArgs {
   remote: string;
   vault: string;
   name?: string;
+  deviceName?: string;
   s3Endpoint?: string;
   s3Region?: string;
   cacheSize?: number;
@@ -18,9 +19,11 @@ export interface CloneArgs {
 
 export async function cloneCommand(args: CloneArgs): Promise<void> {
   const name = args.name === undefined ? undefined : checkVolumeName(args.name);
+  const deviceName = args.deviceName === undefined ? undefined : checkVolumeName(args.deviceName, 'device name');
   const started = Date.now();
   const result = await cloneVault(args.remote, args.vault, () => obtainPassphrase({ passphraseFile: args.passphraseFile }), {
     name,
+    deviceName,
     s3Endpoint: args.s3Endpoint,
     s3Region: args.s3Region,
     cacheSize: args.cacheSize,
@@ -33,7 +36,8 @@ export async function cloneCommand(args: CloneArgs): Promise<void> {
       vault: result.paths.dir,
       remote: config.remote,
       name: volumeName(config, result.paths),
-      manifest: result.manifest,
+      devices: result.devices,
+      entries: result.entries,
       files: result.files,
       bytes: result.bytes,
       cacheSizeBytes: config.cacheSize,
@@ -42,7 +46,7 @@ export async function cloneCommand(args: CloneArgs): Promise<void> {
     return;
   }
   say(
-    `Cloned ${args.remote} into ${result.paths.dir} from manifest ${result.manifest}: ${result.files} files (${formatBytes(result.bytes)}) ` +
+    `Cloned ${args.remote} into ${result.paths.dir} (${result.entries} journal entries of ${result.devices} device${result.devices === 1 ? '' : 's'}): ${result.files} files (${formatBytes(result.bytes)}) ` +
       `in ${(elapsedMs / 1000).toFixed(1)} s. File contents download when read.`,
   );
   say(`Mount it with: coffer mount ${args.vault} <mountpoint>`);

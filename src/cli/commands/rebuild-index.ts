@@ -19,7 +19,7 @@ export async function rebuildIndexCommand(args: { vault: string; passphraseFile?
     printJson({
       vault: vault.paths.dir,
       remote: vault.config.remote,
-      manifest: result.manifest,
+      entries: result.entries,
       files: result.files,
       bytes: result.bytes,
       setAside: result.setAside,
@@ -29,7 +29,7 @@ export async function rebuildIndexCommand(args: { vault: string; passphraseFile?
     return;
   }
   for (const file of result.setAside) say(`Kept the old index file as ${file}.`);
-  say(`Rebuilt the index from manifest ${result.manifest} on the remote: ${result.files} files (${formatBytes(result.bytes)}).`);
+  say(`Rebuilt the index from ${result.entries} journal entries on the remote: ${result.files} files (${formatBytes(result.bytes)}).`);
   if (result.chunksKeptAside > 0) {
     say(
       `${result.chunksKeptAside} cached chunks that the remote's index does not name (written after its last publish) ` +

@@ -76,6 +76,12 @@ async function renderStatus(path: string, json: boolean): Promise<string> {
     if (status.sync.pausedUntilMs !== null) {
       lines.push(`uploads paused: tried again in ${Math.max(0, Math.ceil((status.sync.pausedUntilMs - Date.now()) / 1000))} s, or now with: coffer sync ${status.mountpoint}`);
     }
+    lines.push(`this device: ${status.sync.device.name} (${status.sync.device.device.slice(0, 8)})`);
+    for (const d of status.sync.devices) {
+      lines.push(`device ${JSON.stringify(d.name)} (${d.device.slice(0, 8)}): last published ${formatAgo(d.publishedMs)}, heard from ${formatAgo(d.heardMs)}, ${d.seq} entries applied here`);
+    }
+    for (const s of status.sync.stuck) lines.push(`device ${JSON.stringify(s.name)} (${s.device.slice(0, 8)}): its changes cannot be applied: ${s.reason}`);
+    if (status.sync.conflicts > 0) lines.push(`conflicts: merges made ${status.sync.conflicts} conflicted cop${status.sync.conflicts === 1 ? 'y' : 'ies'} since the mount (named "… (conflicted copy DATE from DEVICE)")`);
     if (status.sync.lastError) lines.push(`last error: ${status.sync.lastError}`);
     for (const failing of status.uploadErrors.slice(0, 3)) {
       const where = failing.paths.length > 0 ? ` of ${failing.paths.join(', ')}` : '';

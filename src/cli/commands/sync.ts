@@ -49,10 +49,17 @@ export async function waitForSync(socket: string, options: { timeoutMs?: number 
     const refusals = status.sync.refused.filter((r) => r.atMs >= requestedAtMs);
     // A refused token ends the wait even with nothing left to send: the remote no longer takes this drive.
     const token = refusals.find((r) => r.code === 'REMOTE_UNAUTHORIZED');
-    const complete = status.sync.publishedChange >= target;
-    const refusal = token ?? (complete ? undefined : refusals[0]);
+    // Everything written before the call is published, and other devices' journals were read since.
+    const polled = status.sync.lastPollStartMs >= requestedAtMs;
+    const complete = status.sync.publishedChange >= target && polled;
+    const refusal = token ?? refusals.find((r) => r.code === 'REMOTE_ROLLBACK') ?? (complete ? undefined : refusals[0]);
     if (refusal) {
       const reason = `${describeRefusal(refusal, status)}. ${describePending(pendingOf(status))}`;
+      line.done(`Not synced: ${reason}`);
+      return { status, complete: false, reason };
+    }
+    if (complete && status.sync.stuck.length > 0) {
+      const reason = status.sync.stuck.map((s) => `the changes of device ${JSON.stringify(s.name)} (${s.device.slice(0, 8)}) cannot be applied: ${s.reason}`).join('; ');
       line.done(`Not synced: ${reason}`);
       return { status, complete: false, reason };
     }
@@ -62,12 +69,12 @@ export async function waitForSync(socket: string, options: { timeoutMs?: number 
       line.done(`Not synced: ${reason}`);
       return { status, complete: false, reason };
     }
-    const note = status.sync.lastError ? `retrying: ${status.sync.lastError}` : status.pendingChunks === 0 ? 'publishing the index' : '';
+    const note = status.sync.lastError ? `retrying: ${status.sync.lastError}` : status.pendingChunks === 0 ? (status.sync.publishPending ? 'publishing changes' : "reading other devices' changes") : '';
     line.update(meter.describe(status.sync.uploadedBytes, status.pendingBytes, status.pendingChunks, note));
     await new Promise((r) => setTimeout(r, Math.max(1, Math.min(250, deadline - Date.now()))));
     status = (await callDaemon(socket, { op: 'status' })) as DaemonStatus;
   }
-  line.done(`Synced: the remote holds everything written before the sync (manifest ${status.sync.lastManifest}, ${formatBytes(status.sync.uploadedBytes)} uploaded this session).`);
+  line.done(`Synced: the remote holds everything written before the sync (journal entry ${status.sync.publishedSeq}, ${formatBytes(status.sync.uploadedBytes)} uploaded this session).`);
   return { status, complete: true };
 }
 
@@ -94,8 +101,10 @@ export function describeRefusal(refusal: SyncRefusal, status?: Pick<DaemonStatus
       const figures = space && space.quotaBytes > 0 ? ` (${formatBytes(space.usedBytes)} used of its quota of ${formatBytes(space.quotaBytes)})` : '';
       return `the remote account is full${figures}: it refuses more data until space is freed on it (delete files, which frees their chunks once published) or its quota is raised — the server said: ${refusal.message}`;
     }
+    case 'REMOTE_ROLLBACK':
+      return `the remote rolled back or withholds published changes: ${refusal.message}`;
     case 'REMOTE_CONFLICT':
-      return `another device published to this vault: ${refusal.message}`;
+      return `another copy of this device wrote to its journal: ${refusal.message}`;
     default:
       return `the remote refuses: ${refusal.message}`;
   }
