@@ -9,17 +9,14 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { coffer, cofferOk, Workspace } from './helpers/drive.js';
-import { startRgw, type RgwServer } from './helpers/rgw.js';
+import { exportRgwCredentials, startRgw, type RgwServer } from './helpers/rgw.js';
 
 let rgw: RgwServer;
 const workspaces: Workspace[] = [];
 
 beforeAll(async () => {
   rgw = await startRgw();
-  // The CLI and the daemons it starts take credentials from the environment, as users' do.
-  process.env.AWS_ACCESS_KEY_ID = rgw.accessKeyId;
-  process.env.AWS_SECRET_ACCESS_KEY = rgw.secretAccessKey;
-  process.env.AWS_REGION = rgw.region;
+  exportRgwCredentials(rgw);
 }, 720_000);
 
 afterEach(async () => {

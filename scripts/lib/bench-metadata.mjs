@@ -2,7 +2,8 @@
 // cost as a vault grows, with two devices on one file:// remote.
 //
 // For each size N, a vault of N files is made straight through the index API (not through a
-// mount: a million files through FUSE would take an hour here): ~N/200 folders, each file one
+// mount: a million files through FUSE would take an hour here): N/200 folders of 200 files
+// made folder by folder, each file one
 // chunk of ~1 KB whose id is random. Chunks are marked uploaded without being uploaded: only
 // metadata is measured, and nothing reads file contents. Its whole tree is published as this
 // device's journal (timed), then:
@@ -65,11 +66,15 @@ export async function benchMetadata({ sizes, work, passphrase }) {
     const folders = Math.max(1, Math.round(n / 200));
     for (let i = 0; i < folders; i++) dirs.push(index.createNode(1, `folder-${i}`, { mode: S_IFDIR | 0o755, uid: 0, gid: 0 }, now).ino);
     let someFile = 0;
-    for (let i = 0; i < n; i++) {
-      const ino = index.createNode(dirs[i % folders], `file-${i}.txt`, { mode: S_IFREG | 0o644, uid: 0, gid: 0 }, now).ino;
-      index.commitChunk(ino, 0, { id: randomBytes(32), plainSize: 1000, sealedSize: 4148 }, 1000, now, now);
-      someFile = ino;
-    }
+    // Folder by folder, as copying a tree in makes it; 10,000 files per transaction to go faster.
+    const batch = index.db.transaction((from, to) => {
+      for (let i = from; i < to; i++) {
+        const ino = index.createNode(dirs[Math.min(folders - 1, Math.floor(i / 200))], `file-${i}.txt`, { mode: S_IFREG | 0o644, uid: 0, gid: 0 }, now).ino;
+        index.commitChunk(ino, 0, { id: randomBytes(32), plainSize: 1000, sealedSize: 4148 }, 1000, now, now);
+        someFile = ino;
+      }
+    });
+    for (let from = 0; from < n; from += 10_000) batch(from, Math.min(n, from + 10_000));
     const buildSeconds = (performance.now() - started) / 1000;
     progress(`metadata, ${n} files: publishing the whole tree`);
     started = performance.now();

@@ -96,8 +96,8 @@ export class Replica {
       ),
       displacedNodes: db.prepare<[], { nid: Buffer; names: string; place_stamp: string; live: number }>('SELECT nid, names, place_stamp, live FROM nodes WHERE displaced = 1'),
       liveChild: db.prepare<[Buffer], { one: number }>('SELECT 1 AS one FROM placements p JOIN nodes n ON n.nid = p.nid WHERE p.parent = ? AND n.live = 1 LIMIT 1'),
-      localChildren: db.prepare<[number], { name: string; ino: number; nid: Buffer | null; mode: number }>(
-        'SELECT e.name, e.ino, i.nid, i.mode FROM entries e JOIN inodes i ON i.ino = e.ino WHERE e.parent = ?',
+      localChildren: db.prepare<[number], { name: string; ino: number; nid: Buffer | null; mode: number; place_stamp: string | null }>(
+        'SELECT e.name, e.ino, i.nid, i.mode, n.place_stamp FROM entries e JOIN inodes i ON i.ino = e.ino LEFT JOIN nodes n ON n.nid = i.nid WHERE e.parent = ?',
       ),
       heads: db.prepare<[Buffer], { stamp: string; prev: string; body: string; time: number }>('SELECT stamp, prev, body, time FROM versions WHERE nid = ? AND head = 1'),
       version: db.prepare<[Buffer, string], { stamp: string; prev: string; body: string; time: number }>('SELECT stamp, prev, body, time FROM versions WHERE nid = ? AND stamp = ?'),
@@ -108,6 +108,8 @@ export class Replica {
       supersede: db.prepare('INSERT OR IGNORE INTO superseded (nid, stamp) VALUES (?, ?)'),
       unhead: db.prepare('UPDATE versions SET head = 0 WHERE nid = ? AND stamp = ?'),
       derived: db.prepare<[Buffer], { source: Buffer; stamp: string }>('SELECT source, stamp FROM derived WHERE nid = ?'),
+      copiesOf: db.prepare<[Buffer], { nid: Buffer }>('SELECT nid FROM derived WHERE source = ?'),
+      dropNode: db.prepare('UPDATE nodes SET deleted = 1, live = 0 WHERE nid = ?'),
       putDerived: db.prepare('INSERT OR REPLACE INTO derived (nid, source, stamp) VALUES (?, ?, ?)'),
       dropDerived: db.prepare('DELETE FROM derived WHERE nid = ?'),
       deviceName: db.prepare<[string], { name: string }>('SELECT name FROM devices WHERE id = ?'),
@@ -257,6 +259,9 @@ export class Replica {
         if (this.st.undirty.run(nid, gens.get(record.id)!).changes === 0) this.st.rebase.run(JSON.stringify([record.stamp]), nid);
         this.st.dropDerived.run(nid);
       }
+      // Published, these nodes are placed by their records now, not by local entries: show them
+      // as every other device will (a local move may, with others' moves, close a cycle).
+      if (records.length > 0) this.materialize(new Set(records.map((r) => r.id)), Date.now());
     })();
   }
 
@@ -371,16 +376,29 @@ export class Replica {
       if (isDirMode(body.mode)) recheck.add(id);
     } else {
       const target = ino ?? this.createInode(nid, body);
+      // A directory new here: children that arrived before it (from another device's journal, or
+      // earlier in the same one) are shown now.
+      if (ino === undefined && isDirMode(body.mode)) dirs.add(id);
       this.applyBody(target, body, nowMs);
       if (dirty) this.st.touch.run(target); // what the merge took from others joins the pending change
     }
     for (const [parent] of body.names) recheck.add(parent);
+    // Conflicted copies are what the current versions make them: a copy of a version that is no
+    // longer a losing head (superseded since, or the winner now) goes, unless a change made it real.
+    const wanted = new Set(merged.copies.map((c) => copyNodeId(id, c.stamp)));
+    for (const { nid: copyNid } of this.st.copiesOf.all(nid)) {
+      if (wanted.has(hex(copyNid)) || this.isMadeReal(copyNid)) continue;
+      this.st.dropDerived.run(copyNid);
+      this.st.dropNode.run(copyNid);
+      for (const [parent] of JSON.parse(this.st.node.get(copyNid)?.names ?? '[]') as [string, string][]) dirs.add(parent);
+      this.st.dropPlacements.run(copyNid);
+    }
     for (const copy of merged.copies) {
       const copyId = copyNodeId(id, copy.stamp);
       const copyNid = bin(copyId);
       if (this.st.anyVersion.get(copyNid)) continue; // made real by a change of its own
       if (this.st.derived.get(copyNid) && this.st.inoOf.get(copyNid)) continue;
-      const time = this.st.version.get(nid, copy.stamp)?.time ?? 0;
+      const time = this.versionTime(nid, copy.stamp);
       const device = this.deviceName(stampDevice(copy.stamp));
       const names: [string, string][] = copy.body.names.slice(0, 1).map(([parent, name]) => [parent, conflictedName(name, time, device)]);
       const copyBody: NodeBody = { ...copy.body, names, deleted: false, placed: copy.stamp };
@@ -396,6 +414,21 @@ export class Replica {
       this.applyBody(existing ?? this.createInode(copyNid, copyBody), copyBody, nowMs);
       summary.conflicts++;
     }
+  }
+
+  /** A conflicted copy changed here (edited, moved, deleted, or being written): no longer derived. */
+  private isMadeReal(copyNid: Buffer): boolean {
+    if (this.st.dirtyRow.get(copyNid) || this.st.anyVersion.get(copyNid)) return true;
+    const ino = this.st.inoOf.get(copyNid)?.ino;
+    return ino !== undefined && this.hooks.isBusy(ino);
+  }
+
+  /** When a version was made (names its conflicted copies); a copy's version is its source's. */
+  private versionTime(nid: Buffer, stamp: Stamp): number {
+    const own = this.st.version.get(nid, stamp)?.time;
+    if (own !== undefined) return own;
+    const derived = this.st.derived.get(nid);
+    return (derived && this.st.version.get(derived.source, derived.stamp)?.time) ?? 0;
   }
 
   private createInode(nid: Buffer, body: NodeBody): number {
@@ -436,7 +469,7 @@ export class Replica {
       const node = this.st.node.get(nid);
       if (!node || node.deleted === 0 || node.is_dir === 0) continue;
       const ino = this.st.inoOf.get(nid)?.ino;
-      const localChild = ino !== undefined && this.st.localChildren.all(ino).some((c) => !c.nid || this.isLocallyPlaced(c.nid));
+      const localChild = ino !== undefined && this.st.localChildren.all(ino).some((c) => !c.nid || this.isLocallyPlaced(c.nid, c.place_stamp));
       const live = this.st.liveChild.get(nid) !== undefined || localChild ? 1 : 0;
       if (live !== node.live) {
         this.st.setLive.run(live, nid);
@@ -449,6 +482,7 @@ export class Replica {
           const version = this.st.heads.all(nid).map((r) => JSON.parse(r.body) as NodeBody)[0];
           if (version) this.createInode(nid, version);
         }
+        if (live === 1) dirs.add(id);
       }
     }
   }
@@ -479,8 +513,10 @@ export class Replica {
       for (const p of cycleFrom >= 0 ? cycle : [{ id, stamp: '' }]) {
         const displaced = loser?.id === p.id ? 1 : 0;
         const node = this.st.node.get(bin(p.id))!;
-        if (node.displaced !== displaced) {
-          this.st.setDisplaced.run(displaced, bin(p.id));
+        if (node.displaced !== displaced) this.st.setDisplaced.run(displaced, bin(p.id));
+        // Shown at the root, or back in its parent: both folders show it anew (also when the flag
+        // stays but the node changed, e.g. a local move of it was just published).
+        if (node.displaced !== displaced || displaced === 1 || changed.has(p.id)) {
           dirs.add(ROOT_NODE_ID);
           for (const [parent] of JSON.parse(node.names) as [string, string][]) dirs.add(parent);
         }
@@ -488,12 +524,16 @@ export class Replica {
     }
   }
 
-  /** A node whose local entries are what it shows: changed here, unpublished, and placed by that change. */
-  private isLocallyPlaced(nid: Buffer): boolean {
-    const node = this.st.node.get(nid);
-    if (!node) return true; // made here and never published
-    if (node.place_stamp !== PENDING_STAMP) return false;
-    return this.st.dirtyRow.get(nid) !== undefined || (this.st.inoOf.get(nid) !== undefined && this.hooks.isBusy(this.st.inoOf.get(nid)!.ino));
+  /**
+   * A node whose local entries are what it shows: changed here, unpublished, and placed by that
+   * change. `placeStamp`: its nodes.place_stamp when the caller has it (null: no nodes row).
+   */
+  private isLocallyPlaced(nid: Buffer, placeStamp?: string | null): boolean {
+    const place = placeStamp !== undefined ? placeStamp : (this.st.node.get(nid)?.place_stamp ?? null);
+    if (place === null) return true; // made here and never published
+    if (place !== PENDING_STAMP) return false;
+    const ino = this.st.inoOf.get(nid)?.ino;
+    return this.st.dirtyRow.get(nid) !== undefined || (ino !== undefined && this.hooks.isBusy(ino));
   }
 
   /** Makes a directory's entries what its children's merged places say (see the top of the file). */
@@ -513,17 +553,17 @@ export class Replica {
     const current = this.st.localChildren.all(dirIno);
     if (dirShown) {
       for (const row of this.st.childPlacements.all(dirNid)) {
-        if (row.live !== 1 || this.isLocallyPlaced(row.nid)) continue;
+        if (row.live !== 1 || this.isLocallyPlaced(row.nid, row.place_stamp)) continue;
         candidates.push({ nid: hex(row.nid), name: row.name, stamp: row.place_stamp, local: false });
       }
       if (dirId === ROOT_NODE_ID) {
         for (const row of this.st.displacedNodes.all()) {
           const name = (JSON.parse(row.names) as [string, string][])[0]?.[1];
-          if (row.live === 1 && name !== undefined && !this.isLocallyPlaced(row.nid)) candidates.push({ nid: hex(row.nid), name, stamp: row.place_stamp, local: false });
+          if (row.live === 1 && name !== undefined && !this.isLocallyPlaced(row.nid, row.place_stamp)) candidates.push({ nid: hex(row.nid), name, stamp: row.place_stamp, local: false });
         }
       }
       for (const entry of current) {
-        if (!entry.nid || this.isLocallyPlaced(entry.nid)) candidates.push({ nid: entry.nid ? hex(entry.nid) : `ino:${entry.ino}`, name: entry.name, stamp: PENDING_STAMP, local: true });
+        if (!entry.nid || this.isLocallyPlaced(entry.nid, entry.place_stamp)) candidates.push({ nid: entry.nid ? hex(entry.nid) : `ino:${entry.ino}`, name: entry.name, stamp: PENDING_STAMP, local: true });
       }
     }
     // Who keeps each name: placed first, then by node id.
@@ -534,7 +574,7 @@ export class Replica {
     for (const c of candidates) {
       let shown = c.name;
       if (used.has(shown)) {
-        const time = c.local ? Date.now() : (this.st.version.get(bin(c.nid), c.stamp)?.time ?? 0);
+        const time = c.local ? Date.now() : this.versionTime(bin(c.nid), c.stamp);
         const device = c.local ? this.localDeviceName : this.deviceName(stampDevice(c.stamp));
         for (let attempt = 1; used.has(shown) || (attempt > 1 && firstTaken.has(shown)); attempt++) shown = conflictedName(c.name, time, device, attempt);
       }

@@ -120,6 +120,8 @@ CREATE TABLE nodes (
   reflected   TEXT NOT NULL
 ) STRICT, WITHOUT ROWID;
 
+CREATE INDEX nodes_displaced ON nodes (nid) WHERE displaced = 1;
+
 CREATE TABLE placements (
   parent BLOB NOT NULL,
   name   TEXT NOT NULL,
@@ -145,6 +147,7 @@ CREATE TABLE derived (
   source BLOB NOT NULL,
   stamp  TEXT NOT NULL
 ) STRICT, WITHOUT ROWID;
+CREATE INDEX derived_by_source ON derived (source);
 `;
 
 /** Version 1 → 2: node ids for every inode (the caller fills them in), and the new tables. */

@@ -126,6 +126,8 @@ export class VaultIndex {
         this.db.pragma('locking_mode = EXCLUSIVE');
         this.db.pragma('journal_mode = WAL');
         this.db.pragma('synchronous = NORMAL');
+        // 32 MiB of pages instead of SQLite's 2 MiB: merges and large listings touch many.
+        this.db.pragma('cache_size = -32768');
         // Take the exclusive lock now rather than at the first write.
         this.db.exec('BEGIN IMMEDIATE; COMMIT');
       }
@@ -152,6 +154,8 @@ export class VaultIndex {
       const hint = version === 1 ? ': it is a format-1 index; mount the vault (or run coffer upgrade) to upgrade it' : ` (expected ${INDEX_SCHEMA_VERSION})`;
       throw new CofferError('UNSUPPORTED_FORMAT', `index schema version ${version} is not supported${hint}`);
     }
+    // Indexes added to schema 2 after its first vaults were made (no change to any table).
+    if (!options.readonly) this.db.exec('CREATE INDEX IF NOT EXISTS nodes_displaced ON nodes (nid) WHERE displaced = 1; CREATE INDEX IF NOT EXISTS derived_by_source ON derived (source)');
     this.st = this.prepare();
     this.replica = new Replica(this.db);
   }

@@ -104,7 +104,8 @@ async function writeEntry(ctx: JournalContext, clock: number, records: NodeRecor
       await adoptOwnEntry(ctx, seq, signal);
       continue;
     }
-    ctx.state = { ...ctx.state, seq, hash: sealedHash(sealed), clock, lastPublishMs: Date.now(), creating: undefined };
+    // The merger may have raised the clock while this entry was on its way: never lower it.
+    ctx.state = { ...ctx.state, seq, hash: sealedHash(sealed), clock: Math.max(ctx.state.clock, clock), lastPublishMs: Date.now(), creating: undefined };
     await ctx.save();
     ctx.log.debug(`published journal entry ${seq}`, { op: 'publish', seq, records: records.length, bytes: sealed.length });
     return sealed.length;

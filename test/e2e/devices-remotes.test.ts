@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { cofferOk, Workspace } from '../helpers/drive.js';
-import { startRgw, type RgwServer } from '../helpers/rgw.js';
+import { exportRgwCredentials, startRgw, type RgwServer } from '../helpers/rgw.js';
 import { addServeAccount, startServe, type ServeProcess } from '../helpers/serve.js';
 // @ts-expect-error: a plain .mjs module shared with the fixture writer
 import { describeTree } from '../../scripts/lib/golden-tree.mjs';
@@ -23,9 +23,7 @@ const workspaces: Workspace[] = [];
 
 beforeAll(async () => {
   rgw = await startRgw();
-  process.env.AWS_ACCESS_KEY_ID = rgw.accessKeyId;
-  process.env.AWS_SECRET_ACCESS_KEY = rgw.secretAccessKey;
-  process.env.AWS_REGION = rgw.region;
+  exportRgwCredentials(rgw);
   serveDir = mkdtempSync(join(tmpdir(), 'coffer-devices-serve-'));
   serveToken = await addServeAccount(['--data', join(serveDir, 'data')], 'family');
   server = await startServe(['--listen', '127.0.0.1:0', '--data', join(serveDir, 'data')]);

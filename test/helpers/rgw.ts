@@ -18,6 +18,13 @@ export interface RgwServer {
   stop(): Promise<void>;
 }
 
+/** The CLI and the daemons it starts take credentials from the environment, as users' do: set them for this test file. */
+export function exportRgwCredentials(rgw: RgwServer): void {
+  process.env.AWS_ACCESS_KEY_ID = rgw.accessKeyId;
+  process.env.AWS_SECRET_ACCESS_KEY = rgw.secretAccessKey;
+  process.env.AWS_REGION = rgw.region;
+}
+
 export async function startRgw(): Promise<RgwServer> {
   await run('bash', [script, 'install'], { timeout: 600_000 });
   // Short: ceph's admin sockets live inside and unix socket paths are capped at 107 bytes.
