@@ -7,10 +7,12 @@
 // chunk of ~1 KB whose id is random. Chunks are marked uploaded without being uploaded: only
 // metadata is measured, and nothing reads file contents. Its whole tree is published as this
 // device's journal (timed), then:
+//   checkpoint      a checkpoint of the whole vault written as the daemon writes one in the
+//                   background (time, bytes uploaded);
 //   one change      one file rewritten through the index API and published: metadata bytes
 //                   uploaded (sealed, padded journal entries) and time;
-//   clone           `coffer clone` of the remote as a second device (wall time, peak RSS by
-//                   GNU time);
+//   clone           `coffer clone` of the remote as a second device, which reads the checkpoint
+//                   and the one entry after it (wall time, peak RSS by GNU time);
 //   seen after      both devices mounted; a file written on the first through its mount and
 //                   `coffer sync --wait` returns; then the time until the second device's mount
 //                   shows it (default poll interval), checked every 50 ms by a child process;
@@ -38,6 +40,7 @@ export async function benchMetadata({ sizes, work, passphrase }) {
   const { readDeviceState } = await dist('sync/device-state.js');
   const { JournalContext } = await dist('sync/journal-context.js');
   const { publishChanges } = await dist('sync/publisher.js');
+  const { writeCheckpoint } = await dist('sync/checkpointer.js');
   const { openConfiguredBackend } = await dist('vault/config.js');
   const quiet = { debug() {}, info() {}, warn() {}, error() {} };
   const results = [];
@@ -80,6 +83,10 @@ export async function benchMetadata({ sizes, work, passphrase }) {
     started = performance.now();
     const initial = await publishChanges(ctx, hooks, AbortSignal.timeout(3_600_000));
     const initialSeconds = (performance.now() - started) / 1000;
+    progress(`metadata, ${n} files: writing a checkpoint`);
+    started = performance.now();
+    const checkpoint = await writeCheckpoint(ctx, AbortSignal.timeout(3_600_000));
+    const checkpointSeconds = (performance.now() - started) / 1000;
     started = performance.now();
     index.commitChunk(someFile, 0, { id: randomBytes(32), plainSize: 1200, sealedSize: 4148 }, 1200, Date.now(), Date.now());
     const one = await publishChanges(ctx, hooks, AbortSignal.timeout(600_000));
@@ -128,6 +135,7 @@ export async function benchMetadata({ sizes, work, passphrase }) {
       files: n,
       buildSeconds,
       initialPublish: { seconds: initialSeconds, entries: initial.entries, bytes: initial.bytes },
+      checkpoint: { seconds: checkpointSeconds, parts: checkpoint?.parts ?? 0, bytes: checkpoint?.bytes ?? 0 },
       oneChange: { seconds: oneSeconds, entries: one.entries, records: one.records, metadataBytes: one.bytes },
       clone: { seconds: cloneSeconds, peakRssKiB: clonePeakKiB },
       secondDeviceSeesChangeSeconds: seenSeconds,
@@ -142,10 +150,11 @@ export async function benchMetadata({ sizes, work, passphrase }) {
 export function metadataTable(results) {
   const mib = (kib) => (kib === null || kib === undefined ? '-' : `${(kib / 1024).toFixed(0)} MiB`);
   const rows = [
-    ['files', 'publish all', 'one change: metadata', 'one change: time', 'clone', 'clone peak RSS', 'seen by 2nd device', 'daemon RSS (peak)'],
+    ['files', 'publish all', 'checkpoint', 'one change: metadata', 'one change: time', 'clone', 'clone peak RSS', 'seen by 2nd device', 'daemon RSS (peak)'],
     ...results.map((r) => [
       r.files.toLocaleString('en'),
       `${r.initialPublish.seconds.toFixed(1)} s, ${(r.initialPublish.bytes / 1048576).toFixed(1)} MiB`,
+      `${r.checkpoint.seconds.toFixed(1)} s, ${(r.checkpoint.bytes / 1048576).toFixed(1)} MiB`,
       `${(r.oneChange.metadataBytes / 1024).toFixed(1)} KiB in ${r.oneChange.entries} entr${r.oneChange.entries === 1 ? 'y' : 'ies'}`,
       `${(r.oneChange.seconds * 1000).toFixed(0)} ms`,
       `${r.clone.seconds.toFixed(1)} s`,

@@ -13,6 +13,8 @@ export enum ObjectType {
   Manifest = 3,
   JournalEntry = 4,
   DeviceRecord = 5,
+  CheckpointHead = 6,
+  CheckpointPart = 7,
 }
 
 export interface ObjectContext {
@@ -44,6 +46,8 @@ const TYPE_NAMES: Record<ObjectType, string> = {
   [ObjectType.Manifest]: 'manifest',
   [ObjectType.JournalEntry]: 'journal entry',
   [ObjectType.DeviceRecord]: 'device record',
+  [ObjectType.CheckpointHead]: 'checkpoint',
+  [ObjectType.CheckpointPart]: 'checkpoint part',
 };
 
 // ISO/IEC 7816-4 padding never exceeds one block, so one shared block of 0x80 ‖ zeros

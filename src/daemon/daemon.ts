@@ -254,6 +254,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     stateDir: paths.state,
     deviceState,
     pollIntervalMs: config.pollIntervalMs,
+    checkpointEntries: config.checkpointEntries,
     // A format-1 vault is upgraded once its whole tree is in this device's journal.
     onPublished: async (state) => (state.upgrading ? finishUpgrade(vault, backend, state) : state),
     concurrency: config.uploadConcurrency,

@@ -43,6 +43,13 @@ export interface MergeSummary {
   conflicts: number;
 }
 
+/** A journal entry whose records the index now holds. */
+export interface EntryMark {
+  device: string;
+  seq: number;
+  hash: string;
+}
+
 interface NodeRow {
   names: string;
   place_stamp: string;
@@ -113,6 +120,7 @@ export class Replica {
       putDerived: db.prepare('INSERT OR REPLACE INTO derived (nid, source, stamp) VALUES (?, ?, ?)'),
       dropDerived: db.prepare('DELETE FROM derived WHERE nid = ?'),
       deviceName: db.prepare<[string], { name: string }>('SELECT name FROM devices WHERE id = ?'),
+      putMark: db.prepare('INSERT INTO marks (device, seq, hash) VALUES (?, ?, ?) ON CONFLICT (device) DO UPDATE SET seq = excluded.seq, hash = excluded.hash WHERE excluded.seq > marks.seq'),
       putDevice: db.prepare('INSERT INTO devices (id, name) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name'),
       insertInode: db.prepare(
         'INSERT INTO inodes (nid, mode, uid, gid, nlink, size, rdev, atime_ms, mtime_ms, ctime_ms, target) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)',
@@ -236,9 +244,10 @@ export class Replica {
     return { records, gens };
   }
 
-  /** The records of one published entry are now versions like any other. */
-  markPublished(records: NodeRecord[], gens: Map<string, number>): void {
+  /** The records of one published entry (`mark`: which) are now versions like any other. */
+  markPublished(records: NodeRecord[], gens: Map<string, number>, mark?: EntryMark): void {
     this.db.transaction(() => {
+      if (mark) this.st.putMark.run(mark.device, mark.seq, mark.hash);
       for (const [id, gen] of gens) {
         if (!records.some((r) => r.id === id)) this.st.undirty.run(bin(id), gen);
       }
@@ -303,10 +312,12 @@ export class Replica {
 
   /**
    * Adds other devices' records (or this device's own, read back) and shows the result in the
-   * local tree, in one transaction. Records already known change nothing.
+   * local tree, in one transaction. Records already known change nothing. `mark`: the entry they
+   * came from.
    */
-  applyRecords(records: NodeRecord[], nowMs: number): MergeSummary {
+  applyRecords(records: NodeRecord[], nowMs: number, mark?: EntryMark): MergeSummary {
     return this.db.transaction(() => {
+      if (mark) this.st.putMark.run(mark.device, mark.seq, mark.hash);
       const changed = new Set<string>();
       for (const record of records) {
         if (!this.addVersion(record)) continue;

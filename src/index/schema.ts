@@ -75,6 +75,13 @@ CREATE TABLE remote_garbage (
 ) STRICT, WITHOUT ROWID;
 `;
 
+/** Added to schema 2 after its first vaults were made: created where missing at open. */
+export const MARKS_TABLE = `CREATE TABLE IF NOT EXISTS marks (
+  device TEXT PRIMARY KEY,
+  seq    INTEGER NOT NULL,
+  hash   TEXT NOT NULL
+) STRICT, WITHOUT ROWID;`;
+
 /**
  * What this device knows of the vault's metadata (format 2):
  * - versions: every version of every node it has seen (its own published ones included); `head`
@@ -88,6 +95,8 @@ CREATE TABLE remote_garbage (
  *   a generation bumped at each change, and the last body of a node whose inode is gone.
  * - derived: conflicted copies shown here and not yet made real by a change of their own.
  * - devices: the vault's devices as their records name them (for conflicted copies' names).
+ * - marks: per device, the last entry of its journal whose records the index holds (written in
+ *   the transaction that applies or publishes it): what a checkpoint of this index covers.
  */
 export const SCHEMA_V2_ADDITIONS = `
 CREATE UNIQUE INDEX inodes_nid ON inodes (nid);
@@ -148,6 +157,7 @@ CREATE TABLE derived (
   stamp  TEXT NOT NULL
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX derived_by_source ON derived (source);
+${MARKS_TABLE}
 `;
 
 /** Version 1 → 2: node ids for every inode (the caller fills them in), and the new tables. */

@@ -15,7 +15,7 @@
 import Database from 'better-sqlite3';
 import { FsError, CofferError } from '../errors.js';
 import { createHash } from 'node:crypto';
-import { INDEX_SCHEMA_VERSION, ROOT_INO, SCHEMA_BASE, SCHEMA_V2_ADDITIONS, UPGRADE_V1 } from './schema.js';
+import { INDEX_SCHEMA_VERSION, ROOT_INO, SCHEMA_BASE, SCHEMA_V2_ADDITIONS, UPGRADE_V1, MARKS_TABLE } from './schema.js';
 import { Replica } from './replica.js';
 
 export const S_IFMT = 0o170000;
@@ -155,7 +155,9 @@ export class VaultIndex {
       throw new CofferError('UNSUPPORTED_FORMAT', `index schema version ${version} is not supported${hint}`);
     }
     // Indexes added to schema 2 after its first vaults were made (no change to any table).
-    if (!options.readonly) this.db.exec('CREATE INDEX IF NOT EXISTS nodes_displaced ON nodes (nid) WHERE displaced = 1; CREATE INDEX IF NOT EXISTS derived_by_source ON derived (source)');
+    if (!options.readonly && (this.db.pragma('user_version', { simple: true }) as number) === INDEX_SCHEMA_VERSION) {
+      this.db.exec(`CREATE INDEX IF NOT EXISTS nodes_displaced ON nodes (nid) WHERE displaced = 1; CREATE INDEX IF NOT EXISTS derived_by_source ON derived (source); ${MARKS_TABLE}`);
+    }
     this.st = this.prepare();
     this.replica = new Replica(this.db);
   }

@@ -75,4 +75,8 @@ export const remoteKeys = {
   devicePrefix: 'devices/',
   journal: (deviceHex: string, seq: number) => `journals/${deviceHex}/${String(seq).padStart(20, '0')}`,
   journalPrefix: (deviceHex: string) => `journals/${deviceHex}/`,
+  /** Format 2: a device's checkpoints (heads) and their parts. */
+  checkpoint: (deviceHex: string, seq: number) => `checkpoints/${deviceHex}/${String(seq).padStart(20, '0')}`,
+  checkpointPart: (deviceHex: string, seq: number, part: number) => `checkpoints/${deviceHex}/${String(seq).padStart(20, '0')}.${String(part).padStart(6, '0')}`,
+  checkpointPrefix: 'checkpoints/',
 };

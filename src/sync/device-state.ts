@@ -34,6 +34,8 @@ export interface DeviceState {
   upgrading?: boolean;
   /** The device record is on the remote. */
   registered?: boolean;
+  /** This device's last checkpoint number (attempts included), and the journal entries (summed over devices) the newest checkpoint it knows covers. */
+  checkpoint?: { seq: number; covered: number; attemptMs: number };
   /** The entry being created, every attempt at it (saved before each create): found on the remote under its number, it is this device's own. */
   creating?: { seq: number; hashes: string[] };
 }

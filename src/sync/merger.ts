@@ -74,7 +74,7 @@ export async function pullChanges(ctx: JournalContext, signal: AbortSignal): Pro
         result.stuck.push({ device, reason });
         break;
       }
-      const merged = ctx.index.replica.applyRecords(read.entry.records, Date.now());
+      const merged = ctx.index.replica.applyRecords(read.entry.records, Date.now(), { device, seq, hash: read.hash });
       result.entries++;
       result.nodes += merged.nodes;
       result.conflicts += merged.conflicts;

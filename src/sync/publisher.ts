@@ -53,12 +53,12 @@ export async function publishChanges(ctx: JournalContext, hooks: PublishHooks, s
       replica.markPublished([], keptGens);
       continue;
     }
-    const bytes = await writeEntry(ctx, clock, kept, signal);
+    const written = await writeEntry(ctx, clock, kept, signal);
     result.entries++;
     result.records += kept.length;
-    result.bytes += bytes;
-    hooks.uploaded(bytes);
-    replica.markPublished(kept, keptGens);
+    result.bytes += written.bytes;
+    hooks.uploaded(written.bytes);
+    replica.markPublished(kept, keptGens, { device: ctx.state.device, seq: written.seq, hash: written.hash });
   }
   return result;
 }
@@ -75,8 +75,8 @@ function trimToSize(records: NodeRecord[]): NodeRecord[] {
   return kept;
 }
 
-/** Creates the next entry of this device's journal; returns its sealed size. */
-async function writeEntry(ctx: JournalContext, clock: number, records: NodeRecord[], signal: AbortSignal): Promise<number> {
+/** Creates the next entry of this device's journal; returns its number, sealed hash and size. */
+async function writeEntry(ctx: JournalContext, clock: number, records: NodeRecord[], signal: AbortSignal): Promise<{ seq: number; hash: string; bytes: number }> {
   for (;;) {
     const seq = ctx.state.seq + 1;
     const entry: JournalEntry = {
@@ -108,7 +108,7 @@ async function writeEntry(ctx: JournalContext, clock: number, records: NodeRecor
     ctx.state = { ...ctx.state, seq, hash: sealedHash(sealed), clock: Math.max(ctx.state.clock, clock), lastPublishMs: Date.now(), creating: undefined };
     await ctx.save();
     ctx.log.debug(`published journal entry ${seq}`, { op: 'publish', seq, records: records.length, bytes: sealed.length });
-    return sealed.length;
+    return { seq, hash: sealedHash(sealed), bytes: sealed.length };
   }
 }
 
@@ -132,7 +132,7 @@ async function adoptOwnEntry(ctx: JournalContext, seq: number, signal: AbortSign
       `entry ${seq} of this device's journal was written by another copy of this device (was the vault directory copied? clone it instead so that each copy is a device of its own)`,
     );
   }
-  ctx.index.replica.applyRecords(entry.records, Date.now());
+  ctx.index.replica.applyRecords(entry.records, Date.now(), { device: ctx.state.device, seq, hash: sealedHash(sealed) });
   ctx.index.replica.rebaseOnOwn(entry.records);
   ctx.state = { ...ctx.state, seq, hash: sealedHash(sealed), clock: Math.max(ctx.state.clock, entry.clock), creating: undefined };
   await ctx.save();

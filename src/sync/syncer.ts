@@ -26,6 +26,7 @@ import type { DeviceState } from './device-state.js';
 import { JournalContext } from './journal-context.js';
 import { checkJournals, pullChanges } from './merger.js';
 import { publishChanges } from './publisher.js';
+import { checkpointIfDue, DEFAULT_CHECKPOINT_ENTRIES } from './checkpointer.js';
 
 /** Told what reaches the remote and when it refuses for lack of room (the remote-space guard listens). */
 export interface UploadObserver {
@@ -61,6 +62,8 @@ export interface SyncerOptions {
   deviceState: DeviceState;
   /** How often other devices' journals are looked at (default 5 s). */
   pollIntervalMs?: number;
+  /** A checkpoint once the journals hold this many entries past the newest (checkpointer.ts). */
+  checkpointEntries?: number;
   /** After a publish that left nothing unpublished: may change the device state (e.g. finish an upgrade). */
   onPublished?: (state: DeviceState) => Promise<DeviceState>;
   log: Log;
@@ -129,6 +132,8 @@ export class Syncer {
   private lastChangeAtMs = 0;
   private readonly ctx: JournalContext;
   private polling: Promise<void> | undefined;
+  private checkpointing: Promise<void> | undefined;
+  private nextCheckpointMs = 0;
   private nextPollMs = 0;
   /** When the last complete read of other devices' journals started (a sync waits for one that started after it). */
   private lastPollStartMs = 0;
@@ -169,6 +174,7 @@ export class Syncer {
     this.abort.abort(new Error('sync stopped'));
     await this.publishing?.catch(() => {});
     await this.polling?.catch(() => {});
+    await this.checkpointing?.catch(() => {});
     while (this.inflight.size > 0) await new Promise((r) => setTimeout(r, 10));
   }
 
@@ -454,6 +460,7 @@ export class Syncer {
           this.options.log.info(`merged ${result.entries} journal entr${result.entries === 1 ? 'y' : 'ies'} from other devices (${result.nodes} nodes${result.conflicts > 0 ? `, ${result.conflicts} conflicted copies` : ''})`, { op: 'merge', ...result, stuck: undefined });
         }
         this.noteAccepted('request');
+        this.checkpointWhenDue();
       })
       .catch((err) => {
         if (this.abort.signal.aborted) return;
@@ -466,6 +473,22 @@ export class Syncer {
         this.polling = undefined;
         this.nextPollMs = Date.now() + this.pollIntervalMs;
       });
+  }
+
+  /**
+   * After a poll that went through: a checkpoint if one is due (checkpointer.ts). Not more often
+   * than every ten poll intervals, and never two at once.
+   */
+  private checkpointWhenDue(): void {
+    if (this.checkpointing || Date.now() < this.nextCheckpointMs || this.offline !== null || this.paused()) return;
+    this.nextCheckpointMs = Date.now() + 10 * this.pollIntervalMs;
+    this.checkpointing = checkpointIfDue(this.ctx, this.options.checkpointEntries ?? DEFAULT_CHECKPOINT_ENTRIES, this.abort.signal)
+      .then(() => {})
+      .catch((err) => {
+        if (this.abort.signal.aborted) return;
+        this.options.log.warn(`writing a checkpoint: ${(err as Error).message}`, { op: 'checkpoint', err });
+      })
+      .finally(() => (this.checkpointing = undefined));
   }
 
   /**

@@ -1,7 +1,8 @@
 /**
  * Recovery on a machine that has never seen the vault: everything comes from the remote and the
- * passphrase. The header unlocks the keys; the new copy registers as a device of its own; every
- * device's journal is read and merged into a new index. Chunks are not downloaded here: they
+ * passphrase. The header unlocks the keys; the new copy registers as a device of its own; the
+ * newest checkpoint is loaded into a new index and the journal entries after it are merged (every
+ * journal from its start when there is no checkpoint, or the one found cannot be read). Chunks are not downloaded here: they
  * arrive when files are read. (A remote still in format 1 is read from its newest snapshot, and
  * the first mount upgrades it: format1.ts.)
  */
@@ -16,6 +17,7 @@ import { remoteKeys, type RemoteBackend } from '../remote/backend.js';
 import { newDeviceState, writeDeviceState } from '../sync/device-state.js';
 import { JournalContext, registerDevice } from '../sync/journal-context.js';
 import { pullChanges } from '../sync/merger.js';
+import { bestCheckpoint, restoreCheckpoint } from '../sync/checkpointer.js';
 import type { Log } from '../logging.js';
 import { DEFAULT_CONFIG, openConfiguredBackend, tokenToKeep, writeConfig, type VaultConfig } from './config.js';
 import { defaultDeviceName } from './device.js';
@@ -37,9 +39,11 @@ export interface CloneOptions {
 
 export interface CloneResult {
   paths: VaultPaths;
-  /** Other devices whose journals were read, and their entries applied. */
+  /** Other devices whose journals were read, and their entries applied (after the checkpoint). */
   devices: number;
   entries: number;
+  /** The checkpoint the index started from, if any. */
+  checkpoint?: { device: string; deviceName: string; seq: number; entries: number };
   files: number;
   bytes: number;
 }
@@ -78,7 +82,7 @@ export async function cloneVault(remote: string, vaultDir: string, obtainPassphr
   await mkdir(paths.state, { recursive: true });
   await mkdir(paths.cache, { recursive: true });
   try {
-    let read = { devices: 0, entries: 0 };
+    let read: { devices: number; entries: number; checkpoint?: CloneResult['checkpoint'] } = { devices: 0, entries: 0 };
     if (header.version === 1 && (await restoreFormat1Index(paths, backend, context, say))) {
       say('The remote is in format 1: the first mount upgrades it to format 2.');
     } else {
@@ -104,28 +108,52 @@ export async function cloneVault(remote: string, vaultDir: string, obtainPassphr
   }
 }
 
-/** A new index holding every device's journal, for a new device named `deviceName`, registered on the remote. */
+/**
+ * A new index holding the vault's state (the newest checkpoint, then every entry after it), for a
+ * new device named `deviceName`, registered on the remote.
+ */
 async function restoreFromJournals(
   paths: VaultPaths,
   backend: RemoteBackend,
   context: ObjectContext,
   deviceName: string,
   say: (line: string) => void,
-): Promise<{ devices: number; entries: number }> {
+): Promise<{ devices: number; entries: number; checkpoint?: CloneResult['checkpoint'] }> {
   const state = { ...newDeviceState(deviceName), registered: true };
-  await registerDevice(backend, context, state.device, state.name);
-  const index = new VaultIndex(paths.index, { create: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, nowMs: Date.now() } });
-  try {
+  const signal = AbortSignal.timeout(24 * 3600_000);
+  await registerDevice(backend, context, state.device, state.name, signal);
+  const newIndex = () => {
+    const index = new VaultIndex(paths.index, { create: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, nowMs: Date.now() } });
     // The new index's root is not a change of this device: the vault's root comes from the journals.
     index.replica.forgetLocalChanges();
-    const ctx = new JournalContext(index, backend, context, paths.state, quietLog, state);
-    const pulled = await pullChanges(ctx, AbortSignal.timeout(24 * 3600_000));
+    return index;
+  };
+  let index = newIndex();
+  try {
+    let ctx = new JournalContext(index, backend, context, paths.state, quietLog, { ...state, seen: {} });
+    let checkpoint: CloneResult['checkpoint'];
+    const head = await bestCheckpoint(ctx, signal, (device, seq, why) => say(`warning: checkpoint ${seq} of device ${device} cannot be read (${why}); passing it over`));
+    if (head) {
+      try {
+        await restoreCheckpoint(ctx, head, signal);
+        const entries = Object.values(head.covers).reduce((n, m) => n + m.seq, 0);
+        checkpoint = { device: head.device, deviceName: index.replica.deviceName(head.device), seq: head.seq, entries };
+      } catch (err) {
+        if (isCofferError(err, 'REMOTE_UNAVAILABLE') || signal.aborted) throw err;
+        say(`warning: checkpoint ${head.seq} of device ${head.device} cannot be used (${(err as Error).message}); reading every journal from its start instead`);
+        index.close();
+        for (const file of [paths.index, `${paths.index}-wal`, `${paths.index}-shm`]) await rm(file, { force: true });
+        index = newIndex();
+        ctx = new JournalContext(index, backend, context, paths.state, quietLog, { ...state, seen: {} });
+      }
+    }
+    const pulled = await pullChanges(ctx, signal);
     for (const { device, reason } of pulled.ignored) say(`warning: skipping devices/${device}, not a device of this vault: ${reason}`);
     if (pulled.stuck.length > 0) {
       throw new CofferError('AUTHENTICATION_FAILED', `the remote's copy of the vault cannot be trusted: ${pulled.stuck.map((s) => `device ${s.device}: ${s.reason}`).join('; ')}`);
     }
     await writeDeviceState(paths.state, ctx.state);
-    return { devices: Object.keys(ctx.state.seen).length, entries: pulled.entries };
+    return { devices: Object.keys(ctx.state.seen).length, entries: pulled.entries, ...(checkpoint && { checkpoint }) };
   } finally {
     index.close();
   }

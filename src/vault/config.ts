@@ -43,6 +43,8 @@ export interface VaultConfig {
   shutdownDrainMs: number;
   /** How often other devices' journals are read while mounted (ms). */
   pollIntervalMs: number;
+  /** A checkpoint is written once the journals hold this many entries past the newest one. */
+  checkpointEntries: number;
   /** Least important daemon log lines written: debug, info, warn or error. */
   logLevel: LogLevel;
   /** The daemon log is rotated when it reaches this many bytes (three old files are kept). */
@@ -65,6 +67,7 @@ export const DEFAULT_CONFIG: Omit<VaultConfig, 'remote'> = {
   uploadConcurrency: 4,
   shutdownDrainMs: 10_000,
   pollIntervalMs: 5000,
+  checkpointEntries: 256,
   logLevel: 'info',
   logMaxSize: 10 * MiB,
   uploadLimit: 0,
@@ -96,6 +99,9 @@ export async function readConfig(paths: VaultPaths): Promise<VaultConfig> {
   const config = { ...DEFAULT_CONFIG, ...raw } as VaultConfig;
   if (typeof config.pollIntervalMs !== 'number' || !Number.isFinite(config.pollIntervalMs) || config.pollIntervalMs < 100) {
     throw new CofferError('CORRUPT_FORMAT', `${paths.config}: "pollIntervalMs" must be a number of milliseconds, 100 or more`);
+  }
+  if (!Number.isSafeInteger(config.checkpointEntries) || config.checkpointEntries < 1) {
+    throw new CofferError('CORRUPT_FORMAT', `${paths.config}: "checkpointEntries" must be a whole number of journal entries, 1 or more`);
   }
   if (typeof config.shutdownDrainMs !== 'number' || !Number.isFinite(config.shutdownDrainMs) || config.shutdownDrainMs < 0) {
     throw new CofferError('CORRUPT_FORMAT', `${paths.config}: "shutdownDrainMs" must be a number of milliseconds, 0 or more`);

@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { cofferOk, Workspace } from '../helpers/drive.js';
+import { cofferOk, Workspace, waitFor } from '../helpers/drive.js';
 import { exportRgwCredentials, startRgw, type RgwServer } from '../helpers/rgw.js';
 import { addServeAccount, startServe, type ServeProcess } from '../helpers/serve.js';
 // @ts-expect-error: a plain .mjs module shared with the fixture writer
@@ -38,14 +38,6 @@ afterAll(async () => {
   await rgw?.stop();
   if (serveDir) rmSync(serveDir, { recursive: true, force: true });
 }, 120_000);
-
-async function waitFor(what: string, check: () => boolean, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 const remotes: [string, () => { url: string; flags: string[]; env: NodeJS.ProcessEnv }][] = [
   ['s3:// (RGW)', () => ({ url: `s3://${rgw!.bucket}/devices-${randomBytes(4).toString('hex')}`, flags: ['--s3-endpoint', rgw!.endpoint], env: {} })],

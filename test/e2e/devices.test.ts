@@ -6,7 +6,7 @@
 import { mkdirSync, opendirSync, readdirSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { cofferOk, Workspace } from '../helpers/drive.js';
+import { cofferOk, Workspace, waitFor } from '../helpers/drive.js';
 // @ts-expect-error: a plain .mjs module shared with the fixture writer
 import { describeTree } from '../../scripts/lib/golden-tree.mjs';
 
@@ -52,14 +52,6 @@ function converged(all: Device[]): Record<string, unknown> {
   const trees = all.map((d) => describeTree(d.ws.mnt) as Record<string, unknown>);
   for (const tree of trees.slice(1)) expect(tree).toEqual(trees[0]);
   return trees[0]!;
-}
-
-async function waitFor(what: string, check: () => boolean, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 const CONFLICT = /^(.+) \(conflicted copy \d{4}-\d{2}-\d{2} \d{6} from (.+)\)(\.[^.]*)?$/;

@@ -169,3 +169,12 @@ export function writeAcknowledged(path: string, body: Buffer): { written: number
     return { written, error: (err as NodeJS.ErrnoException).code ?? String(err) };
   }
 }
+
+/** Resolves once `check` holds (asked every 100 ms); fails naming `what` after `timeoutMs`. */
+export async function waitFor(what: string, check: () => boolean, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

@@ -19,6 +19,14 @@ import {
   type JournalEntry,
 } from '../../src/format/journal.js';
 import { conflictedName, copyNodeId } from '../../src/index/merge.js';
+import {
+  checkpointObjectId,
+  checkpointPartObjectId,
+  decodeCheckpointHead,
+  decodeCheckpointPart,
+  encodeCheckpointHead,
+  encodeCheckpointPart,
+} from '../../src/format/checkpoint.js';
 import { ROOT } from '../helpers/drive.js';
 
 const v = JSON.parse(readFileSync(join(ROOT, 'test', 'fixtures', 'journal-v2.json'), 'utf8'));
@@ -90,5 +98,47 @@ describe('format 2 metadata vectors', () => {
     expect(bad((e) => (e.records[1].chunks = [[0, 'zz', 1, 1]]))).toThrow(/chunk/);
     expect(bad((e) => e.records.push(e.records[0]))).toThrow(/appears twice/);
     expect(() => decodeJournalEntry(Buffer.from('not json'), device, 1)).toThrow(/not JSON/);
+  });
+
+  it('opens and decodes the checkpoint and its parts; a part moved to another number or checkpoint fails', () => {
+    const c = v.checkpoint;
+    const device = c.plaintext.device as string;
+    expect(checkpointObjectId(device, c.seq).toString('hex')).toBe(c.objectId);
+    const head = decodeCheckpointHead(openObject(context, ObjectType.CheckpointHead, unhex(c.objectId), unhex(c.sealed)), device, c.seq);
+    expect(head).toEqual(c.plaintext);
+    expect(sealObjectWithNonce(context, ObjectType.CheckpointHead, unhex(c.objectId), encodeCheckpointHead(c.plaintext), unhex(c.nonce), { pad: true }).toString('hex')).toBe(c.sealed);
+    // It covers the vectors' last entry.
+    expect(head.covers[device]).toEqual({ seq: 2, hash: v.entries[1].hash });
+    for (const p of c.parts) {
+      expect(checkpointPartObjectId(device, c.seq, p.part).toString('hex')).toBe(p.objectId);
+      expect(sealedHash(unhex(p.sealed))).toBe(head.parts[p.part]);
+      const part = decodeCheckpointPart(openObject(context, ObjectType.CheckpointPart, unhex(p.objectId), unhex(p.sealed)), device, c.seq, p.part);
+      expect(part.table).toBe(p.table);
+      expect(part.rows).toEqual(p.rows);
+    }
+    const [first] = c.parts;
+    expect(() => openObject(context, ObjectType.CheckpointPart, checkpointPartObjectId(device, c.seq, 1), unhex(first.sealed))).toThrow(/failed authentication/);
+    expect(() => openObject(context, ObjectType.CheckpointPart, checkpointPartObjectId(device, c.seq + 1, 0), unhex(first.sealed))).toThrow(/failed authentication/);
+    expect(() => openObject(context, ObjectType.CheckpointHead, checkpointPartObjectId(device, c.seq, 0), unhex(first.sealed))).toThrow(/failed authentication/);
+  });
+
+  it('refuses checkpoints that are not what they claim', () => {
+    const device = v.checkpoint.plaintext.device as string;
+    const head = (change: (h: Record<string, any>) => void, seq = 1) => {
+      const h = structuredClone(v.checkpoint.plaintext) as Record<string, any>;
+      change(h);
+      return () => decodeCheckpointHead(Buffer.from(JSON.stringify(h)), device, seq);
+    };
+    expect(head(() => {}, 2)).toThrow(/says it is checkpoint 1/);
+    expect(head((h) => (h.version = 3))).toThrow(/version 3/);
+    expect(head((h) => (h.covers[device].seq = 0))).toThrow(/covers/);
+    expect(head((h) => (h.parts = ['zz']))).toThrow(/parts/);
+    const part = (table: string, rows: string, meta: { seq?: number; part?: number } = {}) => () =>
+      decodeCheckpointPart(encodeCheckpointPart({ device, seq: meta.seq ?? 1, part: meta.part ?? 0, table: table as 'devices' }, rows), device, 1, 0);
+    expect(part('devices', '["a","b"]')()).toMatchObject({ table: 'devices', rows: [['a', 'b']] });
+    expect(part('passwords', '["a"]')).toThrow(/unknown table/);
+    expect(part('devices', '1')).toThrow(/rows must be lists/);
+    expect(part('devices', '["a"]', { part: 1 })).toThrow(/says it is part 1/);
+    expect(() => decodeCheckpointPart(Buffer.from('not deflate at all'), device, 1, 0)).toThrow(/cannot be read/);
   });
 });

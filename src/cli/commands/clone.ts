@@ -38,6 +38,7 @@ export async function cloneCommand(args: CloneArgs): Promise<void> {
       name: volumeName(config, result.paths),
       devices: result.devices,
       entries: result.entries,
+      checkpoint: result.checkpoint ?? null,
       files: result.files,
       bytes: result.bytes,
       cacheSizeBytes: config.cacheSize,
@@ -46,7 +47,7 @@ export async function cloneCommand(args: CloneArgs): Promise<void> {
     return;
   }
   say(
-    `Cloned ${args.remote} into ${result.paths.dir} (${result.entries} journal entries of ${result.devices} device${result.devices === 1 ? '' : 's'}): ${result.files} files (${formatBytes(result.bytes)}) ` +
+    `Cloned ${args.remote} into ${result.paths.dir} (${result.checkpoint ? `checkpoint ${result.checkpoint.seq} of "${result.checkpoint.deviceName}" and ` : ''}${result.entries} journal entries of ${result.devices} device${result.devices === 1 ? '' : 's'}): ${result.files} files (${formatBytes(result.bytes)}) ` +
       `in ${(elapsedMs / 1000).toFixed(1)} s. File contents download when read.`,
   );
   say(`Mount it with: coffer mount ${args.vault} <mountpoint>`);
