@@ -98,6 +98,7 @@ export class Replica {
       displaced: db.prepare<[], { nid: Buffer }>('SELECT nid FROM nodes WHERE displaced = 1'),
       dropPlacements: db.prepare('DELETE FROM placements WHERE nid = ?'),
       place: db.prepare('INSERT OR IGNORE INTO placements (parent, name, nid) VALUES (?, ?, ?)'),
+      otherClaim: db.prepare<[Buffer, string, Buffer], { one: number }>('SELECT 1 AS one FROM placements WHERE parent = ? AND name = ? AND nid != ? LIMIT 1'),
       childPlacements: db.prepare<[Buffer], { name: string; nid: Buffer; place_stamp: string; live: number }>(
         'SELECT p.name, p.nid, n.place_stamp, n.live FROM placements p JOIN nodes n ON n.nid = p.nid WHERE p.parent = ? AND n.displaced = 0',
       ),
@@ -251,12 +252,19 @@ export class Replica {
       for (const [id, gen] of gens) {
         if (!records.some((r) => r.id === id)) this.st.undirty.run(bin(id), gen);
       }
+      const reshow = new Set<string>();
       for (const record of records) {
         const nid = bin(record.id);
+        const old = this.st.node.get(nid);
+        const names = JSON.stringify(record.names);
+        // A directory placed anew may close a cycle with others' moves; a name another node also
+        // claims may change hands now that this one has its stamp: those are shown anew below.
+        if (isDirMode(record.mode) && (!old || old.names !== names || old.deleted !== (record.deleted ? 1 : 0))) reshow.add(record.id);
+        else if (record.names.some(([parent, name]) => this.st.otherClaim.get(bin(parent), name, nid))) reshow.add(record.id);
         this.addVersion(record);
         this.st.putNode.run({
           nid,
-          names: JSON.stringify(record.names),
+          names,
           place: record.placed,
           deleted: record.deleted ? 1 : 0,
           live: record.deleted ? 0 : 1,
@@ -269,8 +277,8 @@ export class Replica {
         this.st.dropDerived.run(nid);
       }
       // Published, these nodes are placed by their records now, not by local entries: show them
-      // as every other device will (a local move may, with others' moves, close a cycle).
-      if (records.length > 0) this.materialize(new Set(records.map((r) => r.id)), Date.now());
+      // as every other device will.
+      if (reshow.size > 0) this.materialize(reshow, Date.now());
     })();
   }
 
