@@ -15,6 +15,7 @@
 import Database from 'better-sqlite3';
 import { FsError, CofferError } from '../errors.js';
 import { createHash } from 'node:crypto';
+import { checkIndex } from './check.js';
 import { INDEX_SCHEMA_VERSION, ROOT_INO, SCHEMA_BASE, SCHEMA_V2_ADDITIONS, UPGRADE_V1, MARKS_TABLE } from './schema.js';
 import { Replica } from './replica.js';
 
@@ -712,6 +713,16 @@ export class VaultIndex {
   }
 
   /** The files whose contents include a chunk, with the index of that chunk in each. */
+  /** The index's consistency (check.ts), for fsck. */
+  check(): { problems: string[]; inodes: number } {
+    return checkIndex(this.db);
+  }
+
+  /** Every chunk some file names, and whether it is on the remote. */
+  referencedChunks(): { id: Buffer; uploaded: boolean }[] {
+    return this.db.prepare<[], { id: Buffer; uploaded: number }>('SELECT id, uploaded FROM chunks WHERE refs > 0').all().map((r) => ({ id: r.id, uploaded: r.uploaded === 1 }));
+  }
+
   filesOfChunk(id: Buffer, limit = 100): { ino: number; idx: number }[] {
     return this.db.prepare<[Buffer, number], { ino: number; idx: number }>('SELECT ino, idx FROM file_chunks WHERE chunk = ? LIMIT ?').all(id, limit);
   }

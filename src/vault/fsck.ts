@@ -6,8 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { isCofferError } from '../errors.js';
 import { ChunkStore } from '../chunks/chunk-store.js';
-import { ROOT_INO } from '../index/schema.js';
-import { S_IFDIR, S_IFMT, VaultIndex } from '../index/vault-index.js';
+import { VaultIndex } from '../index/vault-index.js';
 import { remoteKeys } from '../remote/backend.js';
 import { openConfiguredBackend } from './config.js';
 import type { UnlockedVault } from './vault.js';
@@ -36,7 +35,9 @@ export async function fsckVault(vault: UnlockedVault, options: { remote: boolean
   const problems: FsckProblem[] = [];
   const checked = { inodes: 0, chunks: 0, localChunks: 0, remoteChunks: 0 };
   try {
-    checkIndex(index, problems, checked);
+    const consistency = index.check();
+    checked.inodes = consistency.inodes;
+    for (const message of consistency.problems) problems.push({ kind: 'index', message });
     const store = new ChunkStore({
       dir: vault.paths.cache,
       chunkSize: vault.header.chunkSize,
@@ -45,7 +46,7 @@ export async function fsckVault(vault: UnlockedVault, options: { remote: boolean
       memoryCacheBytes: 0,
     });
     const backend = options.remote ? openConfiguredBackend(vault.config) : undefined;
-    const chunks = index.db.prepare<[], { id: Buffer; uploaded: number }>('SELECT id, uploaded FROM chunks WHERE refs > 0').all();
+    const chunks = index.referencedChunks();
     checked.chunks = chunks.length;
     let done = 0;
     for (const { id, uploaded } of chunks) {
@@ -89,39 +90,6 @@ function verify(store: ChunkStore, id: Buffer, sealed: Buffer): string | undefin
     return undefined;
   } catch (err) {
     return (err as Error).message;
-  }
-}
-
-function checkIndex(index: VaultIndex, problems: FsckProblem[], checked: FsckReport['checked']): void {
-  const db = index.db;
-  const add = (message: string) => problems.push({ kind: 'index', message });
-  const integrity = db.pragma('integrity_check', { simple: true });
-  if (integrity !== 'ok') add(`SQLite integrity check: ${String(integrity)}`);
-  checked.inodes = (db.prepare('SELECT count(*) AS n FROM inodes').get() as { n: number }).n;
-  for (const row of db.prepare<[], { parent: number; name: string; ino: number }>('SELECT e.parent, e.name, e.ino FROM entries e LEFT JOIN inodes i ON i.ino = e.ino WHERE i.ino IS NULL').all()) {
-    add(`entry ${JSON.stringify(row.name)} in directory ${row.parent} names inode ${row.ino}, which does not exist`);
-  }
-  const linkCounts = db
-    .prepare<[], { ino: number; mode: number; nlink: number; names: number; subdirs: number }>(
-      `SELECT i.ino, i.mode, i.nlink,
-              (SELECT count(*) FROM entries e WHERE e.ino = i.ino) AS names,
-              (SELECT count(*) FROM entries e JOIN inodes c ON c.ino = e.ino WHERE e.parent = i.ino AND (c.mode & ${S_IFMT}) = ${S_IFDIR}) AS subdirs
-       FROM inodes i`,
-    )
-    .all();
-  for (const row of linkCounts) {
-    const isDir = (row.mode & S_IFMT) === S_IFDIR;
-    const expected = isDir ? 2 + row.subdirs : row.names;
-    if (row.nlink !== expected) add(`inode ${row.ino} has link count ${row.nlink}, expected ${expected}`);
-    if (row.ino !== ROOT_INO && row.names === 0) add(`inode ${row.ino} has no name (an orphan)`);
-  }
-  for (const row of db.prepare<[], { ino: number; idx: number }>('SELECT f.ino, f.idx FROM file_chunks f LEFT JOIN chunks c ON c.id = f.chunk WHERE c.id IS NULL').all()) {
-    add(`inode ${row.ino} chunk index ${row.idx} names a chunk the index does not know`);
-  }
-  for (const row of db
-    .prepare<[], { id: Buffer; refs: number; actual: number }>('SELECT c.id, c.refs, (SELECT count(*) FROM file_chunks f WHERE f.chunk = c.id) AS actual FROM chunks c')
-    .all()) {
-    if (row.refs !== row.actual) add(`chunk ${row.id.toString('hex')} counts ${row.refs} references but ${row.actual} exist`);
   }
 }
 
