@@ -257,9 +257,11 @@ export class Replica {
         const nid = bin(record.id);
         const old = this.st.node.get(nid);
         const names = JSON.stringify(record.names);
-        // A directory placed anew may close a cycle with others' moves; a name another node also
-        // claims may change hands now that this one has its stamp: those are shown anew below.
-        if (isDirMode(record.mode) && (!old || old.names !== names || old.deleted !== (record.deleted ? 1 : 0))) reshow.add(record.id);
+        // Shown anew below: a directory placed anew (it may close a cycle with others' moves), a
+        // node a merge placed as a local change (its place now has a stamp), a name another node
+        // also claims (it may change hands now that this one has its stamp).
+        const placedAnew = !old || old.names !== names || old.deleted !== (record.deleted ? 1 : 0) || old.place_stamp !== record.placed;
+        if (isDirMode(record.mode) ? placedAnew : old?.place_stamp === PENDING_STAMP) reshow.add(record.id);
         else if (record.names.some(([parent, name]) => this.st.otherClaim.get(bin(parent), name, nid))) reshow.add(record.id);
         this.addVersion(record);
         this.st.putNode.run({
