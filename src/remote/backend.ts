@@ -32,6 +32,11 @@ export interface CallOptions {
   signal?: AbortSignal;
 }
 
+export interface ListOptions extends CallOptions {
+  /** Only keys that sort after this one (a whole key, compared bytewise), as S3's start-after. */
+  after?: string;
+}
+
 export interface RemoteCapabilities {
   /** createExclusive is atomic on the server (a concurrent second create fails). */
   atomicExclusiveCreate: boolean;
@@ -56,8 +61,8 @@ export interface RemoteBackend {
   createExclusive(key: string, body: Buffer, options?: CallOptions): Promise<void>;
   get(key: string, options?: CallOptions & { range?: ByteRange }): Promise<Buffer>;
   head(key: string, options?: CallOptions): Promise<ObjectInfo>;
-  /** Every object whose key starts with `prefix`, in key order. */
-  list(prefix: string, options?: CallOptions): Promise<ObjectInfo[]>;
+  /** Every object whose key starts with `prefix` (and sorts after `options.after`), in key order. */
+  list(prefix: string, options?: ListOptions): Promise<ObjectInfo[]>;
   delete(key: string, options?: CallOptions): Promise<void>;
   /** The account's usage and quotas (see above); absent or undefined: no limit known. */
   space?(options?: CallOptions): Promise<RemoteSpace | undefined>;
@@ -79,4 +84,5 @@ export const remoteKeys = {
   checkpoint: (deviceHex: string, seq: number) => `checkpoints/${deviceHex}/${String(seq).padStart(20, '0')}`,
   checkpointPart: (deviceHex: string, seq: number, part: number) => `checkpoints/${deviceHex}/${String(seq).padStart(20, '0')}.${String(part).padStart(6, '0')}`,
   checkpointPrefix: 'checkpoints/',
+  checkpointDevicePrefix: (deviceHex: string) => `checkpoints/${deviceHex}/`,
 };

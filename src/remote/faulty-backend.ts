@@ -45,7 +45,7 @@
 import { access } from 'node:fs/promises';
 import { CofferError, RemoteError } from '../errors.js';
 import { mulberry32 } from '../seeded-random.js';
-import type { ByteRange, CallOptions, ObjectInfo, RemoteBackend, RemoteCapabilities, RemoteSpace } from './backend.js';
+import type { ByteRange, CallOptions, ListOptions, ObjectInfo, RemoteBackend, RemoteCapabilities, RemoteSpace } from './backend.js';
 import { sleep } from './sleep.js';
 
 export type FaultOp = 'capabilities' | 'put' | 'createExclusive' | 'get' | 'head' | 'list' | 'delete' | 'space';
@@ -139,7 +139,7 @@ export class FaultyBackend implements RemoteBackend {
     return this.call('head', key, options?.signal, () => this.inner.head(key, options));
   }
 
-  list(prefix: string, options?: CallOptions): Promise<ObjectInfo[]> {
+  list(prefix: string, options?: ListOptions): Promise<ObjectInfo[]> {
     return this.call('list', prefix, options?.signal, () => this.inner.list(prefix, options));
   }
 

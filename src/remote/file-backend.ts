@@ -7,7 +7,7 @@ import { link, mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/pr
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { RemoteError } from '../errors.js';
-import type { ByteRange, CallOptions, ObjectInfo, RemoteBackend, RemoteCapabilities } from './backend.js';
+import type { ByteRange, CallOptions, ListOptions, ObjectInfo, RemoteBackend, RemoteCapabilities } from './backend.js';
 import { syncDirectory } from '../chunks/chunk-store.js';
 
 export class FileBackend implements RemoteBackend {
@@ -99,7 +99,8 @@ export class FileBackend implements RemoteBackend {
     }
   }
 
-  async list(prefix: string, options?: CallOptions): Promise<ObjectInfo[]> {
+  async list(prefix: string, options?: ListOptions): Promise<ObjectInfo[]> {
+    const after = options?.after;
     options?.signal?.throwIfAborted();
     const found: ObjectInfo[] = [];
     const walk = async (dir: string): Promise<void> => {
@@ -116,7 +117,7 @@ export class FileBackend implements RemoteBackend {
         const key = relative(this.root, path).split(sep).join('/');
         if (entry.isDirectory()) {
           if (key.startsWith(prefix) || prefix.startsWith(key + '/')) await walk(path);
-        } else if (key.startsWith(prefix)) {
+        } else if (key.startsWith(prefix) && (after === undefined || key > after)) {
           found.push({ key, size: (await stat(path)).size });
         }
       }

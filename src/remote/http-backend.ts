@@ -8,7 +8,7 @@
  */
 import { STATUS_CODES } from 'node:http';
 import { CofferError, RemoteError } from '../errors.js';
-import type { ByteRange, CallOptions, ObjectInfo, RemoteBackend, RemoteCapabilities, RemoteSpace } from './backend.js';
+import type { ByteRange, CallOptions, ListOptions, ObjectInfo, RemoteBackend, RemoteCapabilities, RemoteSpace } from './backend.js';
 import { exchange, type HttpAnswer } from './http-exchange.js';
 
 export interface HttpBackendOptions {
@@ -117,9 +117,9 @@ export class HttpBackend implements RemoteBackend {
     return { key, size: Number(response.headers['content-length']) };
   }
 
-  async list(prefix: string, options?: CallOptions): Promise<ObjectInfo[]> {
+  async list(prefix: string, options?: ListOptions): Promise<ObjectInfo[]> {
     const found: ObjectInfo[] = [];
-    let after = '';
+    let after = options?.after === undefined ? '' : this.prefix + options.after;
     for (;;) {
       const query = new URLSearchParams({ prefix: this.prefix + prefix, limit: String(LIST_PAGE) });
       if (after) query.set('after', after);

@@ -16,7 +16,7 @@
  * backend call must); an upload that never went gives its bytes back. No timer outlives the
  * call that set it. Listing, head, delete, capabilities and space move little and are not counted.
  */
-import type { ByteRange, CallOptions, ObjectInfo, RemoteBackend, RemoteCapabilities, RemoteSpace } from './backend.js';
+import type { ByteRange, CallOptions, ListOptions, ObjectInfo, RemoteBackend, RemoteCapabilities, RemoteSpace } from './backend.js';
 import { sleep } from './sleep.js';
 
 export interface RateLimits {
@@ -113,7 +113,7 @@ export class RateLimitedBackend implements RemoteBackend {
     return this.inner.head(key, options);
   }
 
-  list(prefix: string, options?: CallOptions): Promise<ObjectInfo[]> {
+  list(prefix: string, options?: ListOptions): Promise<ObjectInfo[]> {
     return this.inner.list(prefix, options);
   }
 

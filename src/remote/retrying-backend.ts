@@ -8,7 +8,7 @@
  * together. An aborted signal ends everything at once, a wait included.
  */
 import { RemoteError } from '../errors.js';
-import type { ByteRange, CallOptions, ObjectInfo, RemoteBackend, RemoteCapabilities, RemoteSpace } from './backend.js';
+import type { ByteRange, CallOptions, ListOptions, ObjectInfo, RemoteBackend, RemoteCapabilities, RemoteSpace } from './backend.js';
 import { sleep } from './sleep.js';
 
 export interface RetryOptions {
@@ -92,7 +92,7 @@ export class RetryingBackend implements RemoteBackend {
     return this.retry('head', key, options?.signal, () => this.inner.head(key, options));
   }
 
-  list(prefix: string, options?: CallOptions): Promise<ObjectInfo[]> {
+  list(prefix: string, options?: ListOptions): Promise<ObjectInfo[]> {
     return this.retry('list', prefix, options?.signal, () => this.inner.list(prefix, options));
   }
 

@@ -18,7 +18,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import aws4 from 'aws4';
 import { CofferError, RemoteError } from '../errors.js';
-import type { ByteRange, CallOptions, ObjectInfo, RemoteBackend, RemoteCapabilities } from './backend.js';
+import type { ByteRange, CallOptions, ListOptions, ObjectInfo, RemoteBackend, RemoteCapabilities } from './backend.js';
 import { exchange, exchangeStreaming, type HttpAnswer, type StreamingHttpAnswer } from './http-exchange.js';
 
 export interface S3Credentials {
@@ -270,9 +270,9 @@ export class S3Backend implements RemoteBackend {
     return { key, size };
   }
 
-  async list(prefix: string, options?: CallOptions): Promise<ObjectInfo[]> {
+  async list(prefix: string, options?: ListOptions): Promise<ObjectInfo[]> {
     const found: ObjectInfo[] = [];
-    let from: { token?: string; startAfter?: string } = {};
+    let from: { token?: string; startAfter?: string } = options?.after === undefined ? {} : { startAfter: options.after };
     for (;;) {
       const page = await this.requestListPage(prefix, from, this.listPageSize, options?.signal);
       for (const object of page.objects) if (!object.key.startsWith(PROBE_DIR)) found.push(object);

@@ -7,6 +7,9 @@
  * Writing: parts first (plain puts under this attempt's number, which is never reused), the head
  * last with an exclusive create: a checkpoint whose head is missing does not exist, and the parts
  * of a failed attempt are deleted when possible (otherwise they are garbage nobody reads).
+ * Pruning: after writing one, a device deletes its own older checkpoints but the newest one before
+ * it (a clone may be reading that one), heads before parts, and the parts of attempts that never
+ * got a head. A device thus keeps at most two checkpoints on the remote.
  * Reading: every part must be the one the head names (its sealed hash) and authenticate as that
  * part of that checkpoint; the entries after it must follow what it covers (the merger checks
  * each journal's hash chain from the covered entry on).
@@ -136,6 +139,27 @@ export async function checkpointIfDue(ctx: JournalContext, everyEntries: number,
   return writeCheckpoint(ctx, signal);
 }
 
+const OWN_CHECKPOINT_KEY_RE = /^(\d{20})(?:\.\d{6})?$/;
+
+/**
+ * Deletes what this device wrote under checkpoints/ before its two newest checkpoints: older heads
+ * first (a checkpoint without its head does not exist), then their parts and those of failed
+ * attempts. Resolves to the number of objects deleted.
+ */
+export async function pruneCheckpoints(ctx: JournalContext, signal: AbortSignal): Promise<number> {
+  const prefix = remoteKeys.checkpointDevicePrefix(ctx.state.device);
+  const owned = (await ctx.backend.list(prefix, { signal }))
+    .map(({ key }) => ({ key, match: OWN_CHECKPOINT_KEY_RE.exec(key.slice(prefix.length)) }))
+    .filter((o) => o.match !== null)
+    .map(({ key, match }) => ({ key, seq: Number(match![1]), head: !key.includes('.', prefix.length) }));
+  const heads = owned.filter((o) => o.head).map((o) => o.seq).sort((x, y) => y - x);
+  if (heads.length === 0) return 0;
+  const kept = new Set(heads.slice(0, 2));
+  const doomed = owned.filter((o) => o.seq < heads[0]! && !kept.has(o.seq)).sort((x, y) => Number(y.head) - Number(x.head));
+  for (const { key } of doomed) await ctx.backend.delete(key, { signal });
+  return doomed.length;
+}
+
 /** Writes checkpoint number (last + 1) of the index as it is now; undefined if a local change appeared meanwhile. */
 export async function writeCheckpoint(ctx: JournalContext, signal: AbortSignal): Promise<CheckpointResult | undefined> {
   const snapshot = await IndexSnapshot.take(ctx.index, join(ctx.stateDir, 'checkpoint-copy.db'));
@@ -189,6 +213,9 @@ export async function writeCheckpoint(ctx: JournalContext, signal: AbortSignal):
     ctx.state = { ...ctx.state, checkpoint: { seq, covered: Math.max(covered, ctx.state.checkpoint?.covered ?? 0), attemptMs: Date.now() } };
     await ctx.save();
     ctx.log.info(`wrote checkpoint ${seq}: ${parts.length} parts, ${bytes + sealedHead.length} bytes, covering ${covered} journal entries`, { op: 'checkpoint', seq, parts: parts.length, bytes, covered });
+    await pruneCheckpoints(ctx, signal).catch((err: unknown) => {
+      if (!signal.aborted) ctx.log.warn(`older checkpoints of this device stay on the remote for now: ${(err as Error).message}`, { op: 'checkpoint' });
+    });
     return { seq, parts: parts.length, bytes: bytes + sealedHead.length, covered };
   } finally {
     await snapshot.close();

@@ -27,13 +27,18 @@ export class JournalContext {
     await writeDeviceState(this.stateDir, this.state);
   }
 
-  /** Entry numbers of a device's journal found on the remote, ascending. */
-  async listJournal(device: string, signal?: AbortSignal): Promise<number[]> {
+  /**
+   * Entry numbers of a device's journal found on the remote, ascending, from `from` on: a poll
+   * lists only what is new since the entry it applied last, not the whole history.
+   */
+  async listJournal(device: string, signal?: AbortSignal, from = 1): Promise<number[]> {
     const prefix = remoteKeys.journalPrefix(device);
-    return (await this.backend.list(prefix, { signal }))
+    const after = from > 1 ? remoteKeys.journal(device, from - 1) : undefined;
+    return (await this.backend.list(prefix, { signal, after }))
       .map((o) => o.key.slice(prefix.length))
       .filter((k) => /^\d{20}$/.test(k))
       .map(Number)
+      .filter((seq) => seq >= from)
       .sort((a, b) => a - b);
   }
 

@@ -44,14 +44,10 @@ export async function pullChanges(ctx: JournalContext, signal: AbortSignal): Pro
   }
   for (const device of Object.keys(ctx.state.seen)) {
     const seen = ctx.state.seen[device]!;
-    const listed = await ctx.listJournal(device, signal);
+    // From the applied entry on: it must still be listed (or a later one), or the journal went back.
+    const listed = await ctx.listJournal(device, signal, Math.max(1, seen.seq));
     const newest = listed.at(-1) ?? 0;
-    if (newest < seen.seq) {
-      throw new CofferError(
-        'REMOTE_ROLLBACK',
-        `the remote ${ctx.backend.description} offers entries up to ${newest} of device ${deviceLabel(ctx, device)}'s journal, but this device already applied entry ${seen.seq}: the remote was rolled back or is withholding data; refusing to use it`,
-      );
-    }
+    if (newest < seen.seq) throw await rollback(ctx, device, seen.seq, signal);
     const present = new Set(listed);
     for (let seq = seen.seq + 1; seq <= newest; seq++) {
       signal.throwIfAborted();
@@ -95,15 +91,10 @@ export async function checkJournals(ctx: JournalContext, signal?: AbortSignal): 
   const marks: [string, number, string | null][] = [[ctx.state.device, ctx.state.seq, ctx.state.hash], ...Object.entries(ctx.state.seen).map(([d, s]): [string, number, string | null] => [d, s.seq, s.hash])];
   for (const [device, seq, hash] of marks) {
     if (seq === 0) continue;
-    const listed = await ctx.listJournal(device, signal);
+    const listed = await ctx.listJournal(device, signal, seq);
     const newest = listed.at(-1) ?? 0;
     const who = device === ctx.state.device ? 'this device' : `device ${deviceLabel(ctx, device)}`;
-    if (newest < seq) {
-      throw new CofferError(
-        'REMOTE_ROLLBACK',
-        `the remote ${ctx.backend.description} offers entries up to ${newest} of ${who}'s journal, but this device already ${device === ctx.state.device ? 'published' : 'applied'} entry ${seq}: the remote was rolled back or is withholding data; refusing to use it`,
-      );
-    }
+    if (newest < seq) throw await rollback(ctx, device, seq, signal);
     // A body cut in transit is not a rollback: ask again before concluding.
     for (let attempt = 1; ; attempt++) {
       let found: string | undefined;
@@ -116,6 +107,16 @@ export async function checkJournals(ctx: JournalContext, signal?: AbortSignal): 
       if (attempt >= 3) throw new CofferError('REMOTE_ROLLBACK', `entry ${seq} of ${who}'s journal on the remote ${ctx.backend.description} is not the one this device ${device === ctx.state.device ? 'published' : 'applied'}; refusing to use it`);
     }
   }
+}
+
+/** REMOTE_ROLLBACK for a journal that no longer reaches entry `seq`, saying where it ends now. */
+async function rollback(ctx: JournalContext, device: string, seq: number, signal?: AbortSignal): Promise<CofferError> {
+  const newest = (await ctx.listJournal(device, signal)).at(-1) ?? 0;
+  const own = device === ctx.state.device;
+  return new CofferError(
+    'REMOTE_ROLLBACK',
+    `the remote ${ctx.backend.description} offers entries up to ${newest} of ${own ? 'this device' : `device ${deviceLabel(ctx, device)}`}'s journal, but this device already ${own ? 'published' : 'applied'} entry ${seq}: the remote was rolled back or is withholding data; refusing to use it`,
+  );
 }
 
 export function deviceLabel(ctx: JournalContext, device: string): string {

@@ -123,4 +123,40 @@ describe('checkpoints', () => {
     expect(describeTree(c.mnt)).toEqual(final);
     expect(statSync(c.path('docs', 'a0.txt')).size).toBe('edited on two\n'.length);
   });
+
+  it('a device keeps its two newest checkpoints on the remote and deletes the rest, parts of failed attempts included', async () => {
+    const a = workspace();
+    const remote = join(a.dir, 'remote');
+    await a.init(['--remote', `file://${remote}`]);
+    a.editConfig({ pollIntervalMs: 200, checkpointEntries: 2 });
+    await a.mount();
+    writeFileSync(a.path('first.txt'), 'first\n');
+    await cofferOk(['sync', a.vault, '--wait', '--timeout', '60']);
+    writeFileSync(a.path('second.txt'), 'second\n');
+    await cofferOk(['sync', a.vault, '--wait', '--timeout', '60']);
+    await waitFor('a first checkpoint', () => checkpointHeads(remote).length > 0, 60_000);
+    const device = checkpointHeads(remote)[0]!.split('/')[0]!;
+    const dir = join(remote, 'checkpoints', device);
+    // The part an attempt left behind when it died before its head.
+    writeFileSync(join(dir, `${'0'.repeat(19)}1.000007`), 'left by an attempt that died');
+    const seqs = () => checkpointHeads(remote).map((h) => Number(h.split('/')[1]));
+    for (let i = 0; Math.max(0, ...seqs()) < 4; i++) {
+      if (i > 60) throw new Error(`checkpoints written: ${seqs().join(', ')}`);
+      writeFileSync(a.path(`more-${i}.txt`), `more ${i}\n`);
+      await cofferOk(['sync', a.vault, '--wait', '--timeout', '60']);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    const newest = Math.max(...seqs());
+    await waitFor('older checkpoints pruned', () => seqs().length === 2, 30_000);
+    expect(Math.max(...seqs())).toBeGreaterThanOrEqual(newest);
+    const kept = new Set(seqs());
+    for (const key of readdirSync(dir)) expect(kept.has(Number(key.slice(0, 20))), key).toBe(true);
+
+    // A clone from what is left shows the same tree.
+    const c = workspace();
+    const cloned = JSON.parse((await cofferOk(['clone', `file://${remote}`, c.vault, '--device-name', 'late', '--json'])).stdout) as { checkpoint: { seq: number } | null };
+    expect(cloned.checkpoint).not.toBeNull();
+    await c.mount();
+    expect(describeTree(c.mnt)).toEqual(describeTree(a.mnt));
+  });
 });

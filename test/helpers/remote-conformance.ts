@@ -62,6 +62,12 @@ export function remoteConformance(name: string, open: () => Promise<RemoteBacken
       expect((await remote.list('chunks/')).map((o) => o.key)).toEqual(['chunks/aa/aa1', 'chunks/ab/ab1']);
       expect((await remote.list('chunks/a')).map((o) => o.size)).toEqual([13, 13]);
       expect(await remote.list('nothing/')).toEqual([]);
+      // `after` lists only what sorts after a whole key, whether that key exists or not.
+      expect((await remote.list('manifests/', { after: 'manifests/001' })).map((o) => o.key)).toEqual(['manifests/002']);
+      expect((await remote.list('manifests/', { after: 'manifests/0015' })).map((o) => o.key)).toEqual(['manifests/002']);
+      expect((await remote.list('manifests/', { after: 'manifests/002' })).map((o) => o.key)).toEqual([]);
+      expect((await remote.list('chunks/', { after: 'a' })).map((o) => o.key)).toEqual(['chunks/aa/aa1', 'chunks/ab/ab1']);
+      expect((await remote.list('chunks/', { after: 'chunks/aa/aa1' })).map((o) => o.key)).toEqual(['chunks/ab/ab1']);
       await remote.delete('snapshots/x');
       expect(await codeOf(remote.head('snapshots/x'))).toBe('REMOTE_NOT_FOUND');
       await remote.delete('snapshots/x'); // deleting what is gone is not an error
