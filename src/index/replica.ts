@@ -348,7 +348,8 @@ export class Replica {
     const dirs = new Set<string>();
     const recheck = new Set<string>();
     const summary: MergeSummary = { nodes: 0, conflicts: 0 };
-    for (const id of changed) this.mergeNode(id, dirs, recheck, summary, nowMs);
+    // mergeNode may add to `changed` (what a directory new here holds): a Set's loop visits those too.
+    for (const id of changed) this.mergeNode(id, changed, dirs, recheck, summary, nowMs);
     this.reviveDirectories(recheck, dirs);
     this.breakCycles(changed, dirs);
     const touchedInos = new Set<number>();
@@ -363,7 +364,7 @@ export class Replica {
     return summary;
   }
 
-  private mergeNode(id: string, dirs: Set<string>, recheck: Set<string>, summary: MergeSummary, nowMs: number): void {
+  private mergeNode(id: string, work: Set<string>, dirs: Set<string>, recheck: Set<string>, summary: MergeSummary, nowMs: number): void {
     const nid = bin(id);
     const heads: KnownVersion[] = this.st.heads.all(nid).map((r) => ({ stamp: r.stamp, prev: JSON.parse(r.prev) as Stamp[], body: JSON.parse(r.body) as NodeBody }));
     if (heads.length === 0) return;
@@ -397,9 +398,15 @@ export class Replica {
       if (isDirMode(body.mode)) recheck.add(id);
     } else {
       const target = ino ?? this.createInode(nid, body);
-      // A directory new here: children that arrived before it (from another device's journal, or
-      // earlier in the same one) are shown now.
-      if (ino === undefined && isDirMode(body.mode)) dirs.add(id);
+      if (ino === undefined && isDirMode(body.mode)) {
+        // A directory new here: what was placed in it before it was shown (children that came in
+        // an earlier entry, or a subtree hidden with it) has no inode yet; merged now, shown below.
+        dirs.add(id);
+        for (const child of this.st.childPlacements.all(nid)) {
+          if (child.live !== 1 || this.st.inoOf.get(child.nid)) continue;
+          work.add(hex(this.st.derived.get(child.nid)?.source ?? child.nid));
+        }
+      }
       this.applyBody(target, body, nowMs);
       if (dirty) this.st.touch.run(target); // what the merge took from others joins the pending change
     }
@@ -645,6 +652,18 @@ export class Replica {
     if (this.hooks.isOpen(ino)) {
       this.st.setNlink.run(0, ino);
       return;
+    }
+    // A directory that goes takes what it shows with it (shown again when it is: mergeNode), but
+    // stays, unshown, while it holds a change of this device's.
+    const children = this.st.localChildren.all(ino);
+    if (children.some((c) => !c.nid || this.isLocallyPlaced(c.nid, c.place_stamp))) {
+      this.st.setNlink.run(0, ino);
+      return;
+    }
+    for (const child of children) {
+      this.st.deleteEntry.run(ino, child.name);
+      this.fixLinkCount(child.ino);
+      this.purgeIfGone(hex(child.nid!), nowMs);
     }
     for (const { chunk } of this.st.fileChunks.all(ino)) this.st.unrefChunk.run(nowMs, chunk);
     this.st.deleteFileChunks.run(ino);

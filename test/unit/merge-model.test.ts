@@ -33,8 +33,12 @@ type Op =
   | { kind: 'write'; device: number; node: number }
   | { kind: 'move'; device: number; node: number; dir: number; name: number }
   | { kind: 'delete'; device: number; node: number }
-  /** `during`: entries of another device arrive while this publish is on its way (as the daemon's merger may). */
-  | { kind: 'publish'; device: number; during?: { from: number; upTo: number } }
+  /**
+   * `during`: entries of another device arrive while this publish is on its way (as the daemon's
+   * merger may); `batch`: records per entry (a large publish is cut into entries as the publisher
+   * cuts it, so a folder may come in a later entry than what it holds).
+   */
+  | { kind: 'publish'; device: number; during?: { from: number; upTo: number }; batch?: number }
   | { kind: 'deliver'; device: number; from: number; upTo: number };
 
 interface Device {
@@ -134,7 +138,7 @@ function apply(devices: Device[], op: Op, outcome: Outcome): void {
       }
       case 'publish': {
         const from = op.during ? devices[op.during.from % devices.length]! : undefined;
-        publish(d, from && from !== d ? () => deliver(d, devices.indexOf(from), from, op.during!.upTo) : undefined);
+        publish(d, from && from !== d ? () => deliver(d, devices.indexOf(from), from, op.during!.upTo) : undefined, op.batch);
         break;
       }
       case 'deliver': {
@@ -150,10 +154,10 @@ function apply(devices: Device[], op: Op, outcome: Outcome): void {
   }
 }
 
-function publish(d: Device, meanwhile?: () => void): void {
-  for (let guard = 0; d.index.replica.pendingCount() > 0 && guard < 100; guard++) {
+function publish(d: Device, meanwhile?: () => void, batch = 10_000): void {
+  for (let guard = 0; d.index.replica.pendingCount() > 0 && guard < 1000; guard++) {
     const clock = d.clock + 1;
-    const { records, gens } = d.index.replica.pendingRecords(clock, d.id, 1_000_000 + writes, 10_000);
+    const { records, gens } = d.index.replica.pendingRecords(clock, d.id, 1_000_000 + writes, batch);
     if (guard === 0) meanwhile?.();
     const seq = d.journal.length + (records.length > 0 ? 1 : 0);
     d.index.replica.markPublished(records, gens, records.length > 0 ? { device: d.id, seq, hash: `hash-${seq}` } : undefined);
@@ -256,7 +260,12 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ kind: fc.constant('write' as const), device: fc.nat(3), node: fc.nat(8) }),
   fc.record({ kind: fc.constant('move' as const), device: fc.nat(3), node: fc.nat(8), dir: fc.nat(8), name: fc.nat(4) }),
   fc.record({ kind: fc.constant('delete' as const), device: fc.nat(3), node: fc.nat(8) }),
-  fc.record({ kind: fc.constant('publish' as const), device: fc.nat(3), during: fc.option(fc.record({ from: fc.nat(3), upTo: fc.nat(4) }), { nil: undefined, freq: 3 }) }),
+  fc.record({
+    kind: fc.constant('publish' as const),
+    device: fc.nat(3),
+    during: fc.option(fc.record({ from: fc.nat(3), upTo: fc.nat(4) }), { nil: undefined, freq: 3 }),
+    batch: fc.option(fc.integer({ min: 1, max: 3 }), { nil: undefined, freq: 2 }),
+  }),
   fc.record({ kind: fc.constant('deliver' as const), device: fc.nat(3), from: fc.nat(3), upTo: fc.nat(4) }),
 );
 
@@ -339,11 +348,45 @@ const REGRESSIONS: { devices: number; ops: Op[] }[] = [
       { kind: 'publish', device: 0, during: { from: 1, upTo: 0 } },
     ] as Op[],
   })),
+  // A file published in an entry before the one holding its new folder (a publish cut into
+  // entries of one record): the folder's arrival must show it. Which record comes first follows
+  // the random node ids, so this one is replayed several times.
+  ...Array.from({ length: 8 }, () => ({
+    devices: 2,
+    ops: [
+      { kind: 'create', device: 0, dir: 0, name: 0, dirNode: true },
+      { kind: 'create', device: 0, dir: 1, name: 0, dirNode: false },
+      { kind: 'create', device: 0, dir: 1, name: 1, dirNode: true },
+      { kind: 'create', device: 0, dir: 2, name: 2, dirNode: false },
+      { kind: 'publish', device: 0, batch: 1 },
+    ] as Op[],
+  })),
 ];
 
 describe('merging, model-based', () => {
   it('replays every kept regression', async () => {
     for (const { devices, ops } of REGRESSIONS) await run(ops, devices);
+  });
+
+  it('shows what came in an entry before its folder once the folder comes, a subtree too', () => {
+    const [a, b] = [makeDevice(0), makeDevice(1)];
+    try {
+      const now = 1_000;
+      const top = a.index.createNode(ROOT_INO, 'top', { mode: S_IFDIR | 0o755, uid: 0, gid: 0 }, now).ino;
+      a.index.createNode(top, 'file', { mode: S_IFREG | 0o644, uid: 0, gid: 0 }, now);
+      const sub = a.index.createNode(top, 'sub', { mode: S_IFDIR | 0o755, uid: 0, gid: 0 }, now).ino;
+      a.index.createNode(sub, 'deep', { mode: S_IFREG | 0o644, uid: 0, gid: 0 }, now);
+      const { records } = a.index.replica.pendingRecords(1, a.id, now, 100);
+      const topId = a.index.db.prepare<[number], { nid: Buffer }>('SELECT nid FROM inodes WHERE ino = ?').get(top)!.nid.toString('hex');
+      // Everything but the top folder first, as a publish cut into entries may send it.
+      b.index.replica.applyRecords(records.filter((r) => r.id !== topId), now, { device: a.id, seq: 1, hash: 'h1' });
+      expect(treeOf(b)).toEqual({});
+      b.index.replica.applyRecords(records.filter((r) => r.id === topId), now, { device: a.id, seq: 2, hash: 'h2' });
+      expect(treeOf(b)).toEqual({ '/top': 'dir', '/top/file': 'empty', '/top/sub': 'dir', '/top/sub/deep': 'empty' });
+    } finally {
+      a.index.close();
+      b.index.close();
+    }
   });
 
   it(`converges and loses no write, over ${MODEL_RUNS} random histories of 2 and 3 devices`, async () => {
