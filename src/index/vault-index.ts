@@ -15,6 +15,7 @@
 import Database from 'better-sqlite3';
 import { FsError, CofferError } from '../errors.js';
 import { createHash } from 'node:crypto';
+import { closeSync, fsyncSync, openSync } from 'node:fs';
 import { checkIndex } from './check.js';
 import { INDEX_SCHEMA_VERSION, ROOT_INO, SCHEMA_BASE, SCHEMA_V2_ADDITIONS, UPGRADE_V1, MARKS_TABLE } from './schema.js';
 import { Replica } from './replica.js';
@@ -104,6 +105,12 @@ export interface OpenIndexOptions {
   readonly?: boolean;
   /** A version-1 index is upgraded to version 2 in place; node ids derive from the vault id (hex). */
   upgradeFrom1?: { vaultId: string };
+  /**
+   * A new index filled in one go (a clone): nothing is synced to disk until close(), which syncs
+   * it all. A crash before that leaves an index to throw away. (Syncing at each of SQLite's WAL
+   * checkpoints took a fifth of a 1,000,000-file clone.)
+   */
+  syncAtClose?: boolean;
 }
 
 export class VaultIndex {
@@ -119,14 +126,17 @@ export class VaultIndex {
   /** What this device knows of the vault's versions, and the merge of other devices' changes. */
   readonly replica: Replica;
 
+  private readonly syncAtClose: boolean;
+
   constructor(readonly path: string, options: OpenIndexOptions = {}) {
+    this.syncAtClose = options.syncAtClose ?? false;
     try {
       // A busy index means another daemon holds it: fail at once instead of waiting.
       this.db = new Database(path, { readonly: options.readonly ?? false, fileMustExist: !options.create, timeout: 50 });
       if (!options.readonly) {
         this.db.pragma('locking_mode = EXCLUSIVE');
         this.db.pragma('journal_mode = WAL');
-        this.db.pragma('synchronous = NORMAL');
+        this.db.pragma(options.syncAtClose ? 'synchronous = OFF' : 'synchronous = NORMAL');
         // 32 MiB of pages instead of SQLite's 2 MiB: merges and large listings touch many.
         this.db.pragma('cache_size = -32768');
         // Take the exclusive lock now rather than at the first write.
@@ -264,6 +274,14 @@ export class VaultIndex {
     if (!this.db.open) return;
     if (!this.db.readonly) this.db.pragma('wal_checkpoint(TRUNCATE)');
     this.db.close();
+    if (this.syncAtClose) {
+      const fd = openSync(this.path, 'r+');
+      try {
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+    }
   }
 
   // ---- reads ----

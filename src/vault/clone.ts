@@ -123,7 +123,7 @@ async function restoreFromJournals(
   const signal = AbortSignal.timeout(24 * 3600_000);
   await registerDevice(backend, context, state.device, state.name, signal);
   const newIndex = () => {
-    const index = new VaultIndex(paths.index, { create: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, nowMs: Date.now() } });
+    const index = new VaultIndex(paths.index, { create: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, nowMs: Date.now() }, syncAtClose: true });
     // The new index's root is not a change of this device: the vault's root comes from the journals.
     index.replica.forgetLocalChanges();
     return index;
