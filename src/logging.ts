@@ -32,6 +32,9 @@ export interface Log {
   error: LogFn;
 }
 
+/** A log that drops everything: for work whose progress is reported another way (a clone, an upgrade). */
+export const silentLog: Log = { debug() {}, info() {}, warn() {}, error() {} };
+
 export function isLogLevel(value: unknown): value is LogLevel {
   return typeof value === 'string' && (LOG_LEVELS as readonly string[]).includes(value);
 }

@@ -139,7 +139,8 @@ export async function checkpointIfDue(ctx: JournalContext, everyEntries: number,
   return writeCheckpoint(ctx, signal);
 }
 
-const OWN_CHECKPOINT_KEY_RE = /^(\d{20})(?:\.\d{6})?$/;
+/** Under a device's own prefix: a head (`<seq>`) or a part (`<seq>.<part>`). */
+const OWN_CHECKPOINT_KEY_RE = /^(\d{20})(\.\d{6})?$/;
 
 /**
  * Deletes what this device wrote under checkpoints/ before its two newest checkpoints: older heads
@@ -148,10 +149,10 @@ const OWN_CHECKPOINT_KEY_RE = /^(\d{20})(?:\.\d{6})?$/;
  */
 export async function pruneCheckpoints(ctx: JournalContext, signal: AbortSignal): Promise<number> {
   const prefix = remoteKeys.checkpointDevicePrefix(ctx.state.device);
-  const owned = (await ctx.backend.list(prefix, { signal }))
-    .map(({ key }) => ({ key, match: OWN_CHECKPOINT_KEY_RE.exec(key.slice(prefix.length)) }))
-    .filter((o) => o.match !== null)
-    .map(({ key, match }) => ({ key, seq: Number(match![1]), head: !key.includes('.', prefix.length) }));
+  const owned = (await ctx.backend.list(prefix, { signal })).flatMap(({ key }) => {
+    const m = OWN_CHECKPOINT_KEY_RE.exec(key.slice(prefix.length));
+    return m ? [{ key, seq: Number(m[1]), head: m[2] === undefined }] : [];
+  });
   const heads = owned.filter((o) => o.head).map((o) => o.seq).sort((x, y) => y - x);
   if (heads.length === 0) return 0;
   const kept = new Set(heads.slice(0, 2));

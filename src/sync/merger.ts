@@ -93,7 +93,6 @@ export async function checkJournals(ctx: JournalContext, signal?: AbortSignal): 
     if (seq === 0) continue;
     const listed = await ctx.listJournal(device, signal, seq);
     const newest = listed.at(-1) ?? 0;
-    const who = device === ctx.state.device ? 'this device' : `device ${deviceLabel(ctx, device)}`;
     if (newest < seq) throw await rollback(ctx, device, seq, signal);
     // A body cut in transit is not a rollback: ask again before concluding.
     for (let attempt = 1; ; attempt++) {
@@ -104,7 +103,7 @@ export async function checkJournals(ctx: JournalContext, signal?: AbortSignal): 
         if (isCofferError(err, 'REMOTE_UNAVAILABLE')) throw err;
       }
       if (found === hash) break;
-      if (attempt >= 3) throw new CofferError('REMOTE_ROLLBACK', `entry ${seq} of ${who}'s journal on the remote ${ctx.backend.description} is not the one this device ${device === ctx.state.device ? 'published' : 'applied'}; refusing to use it`);
+      if (attempt >= 3) throw new CofferError('REMOTE_ROLLBACK', `entry ${seq} of ${journalOwner(ctx, device)}'s journal on the remote ${ctx.backend.description} is not the one this device ${device === ctx.state.device ? 'published' : 'applied'}; refusing to use it`);
     }
   }
 }
@@ -112,12 +111,13 @@ export async function checkJournals(ctx: JournalContext, signal?: AbortSignal): 
 /** REMOTE_ROLLBACK for a journal that no longer reaches entry `seq`, saying where it ends now. */
 async function rollback(ctx: JournalContext, device: string, seq: number, signal?: AbortSignal): Promise<CofferError> {
   const newest = (await ctx.listJournal(device, signal)).at(-1) ?? 0;
-  const own = device === ctx.state.device;
   return new CofferError(
     'REMOTE_ROLLBACK',
-    `the remote ${ctx.backend.description} offers entries up to ${newest} of ${own ? 'this device' : `device ${deviceLabel(ctx, device)}`}'s journal, but this device already ${own ? 'published' : 'applied'} entry ${seq}: the remote was rolled back or is withholding data; refusing to use it`,
+    `the remote ${ctx.backend.description} offers entries up to ${newest} of ${journalOwner(ctx, device)}'s journal, but this device already ${device === ctx.state.device ? 'published' : 'applied'} entry ${seq}: the remote was rolled back or is withholding data; refusing to use it`,
   );
 }
+
+const journalOwner = (ctx: JournalContext, device: string) => (device === ctx.state.device ? 'this device' : `device ${deviceLabel(ctx, device)}`);
 
 export function deviceLabel(ctx: JournalContext, device: string): string {
   return `"${ctx.index.replica.deviceName(device)}" (${device.slice(0, 8)})`;

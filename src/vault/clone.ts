@@ -18,7 +18,7 @@ import { newDeviceState, writeDeviceState } from '../sync/device-state.js';
 import { JournalContext, registerDevice } from '../sync/journal-context.js';
 import { pullChanges } from '../sync/merger.js';
 import { bestCheckpoint, restoreCheckpoint } from '../sync/checkpointer.js';
-import type { Log } from '../logging.js';
+import { silentLog } from '../logging.js';
 import { DEFAULT_CONFIG, openConfiguredBackend, tokenToKeep, writeConfig, type VaultConfig } from './config.js';
 import { defaultDeviceName } from './device.js';
 import { restoreFormat1Index } from './format1.js';
@@ -48,7 +48,6 @@ export interface CloneResult {
   bytes: number;
 }
 
-const quietLog: Log = { debug() {}, info() {}, warn() {}, error() {} };
 
 export async function cloneVault(remote: string, vaultDir: string, obtainPassphrase: () => Promise<string>, options: CloneOptions = {}): Promise<CloneResult> {
   await loadSodium();
@@ -130,7 +129,7 @@ async function restoreFromJournals(
   };
   let index = newIndex();
   try {
-    let ctx = new JournalContext(index, backend, context, paths.state, quietLog, { ...state, seen: {} });
+    let ctx = new JournalContext(index, backend, context, paths.state, silentLog, { ...state, seen: {} });
     let checkpoint: CloneResult['checkpoint'];
     const head = await bestCheckpoint(ctx, signal, (device, seq, why) => say(`warning: checkpoint ${seq} of device ${device} cannot be read (${why}); passing it over`));
     if (head) {
@@ -144,7 +143,7 @@ async function restoreFromJournals(
         index.close();
         for (const file of [paths.index, `${paths.index}-wal`, `${paths.index}-shm`]) await rm(file, { force: true });
         index = newIndex();
-        ctx = new JournalContext(index, backend, context, paths.state, quietLog, { ...state, seen: {} });
+        ctx = new JournalContext(index, backend, context, paths.state, silentLog, { ...state, seen: {} });
       }
     }
     const pulled = await pullChanges(ctx, signal);

@@ -11,6 +11,7 @@ import { ChunkStore } from '../chunks/chunk-store.js';
 import { VaultIndex } from '../index/vault-index.js';
 import { readDeviceState, writeDeviceState } from '../sync/device-state.js';
 import { JournalContext } from '../sync/journal-context.js';
+import { silentLog } from '../logging.js';
 import { pullChanges } from '../sync/merger.js';
 import { openConfiguredBackend } from './config.js';
 import type { UnlockedVault } from './vault.js';
@@ -48,7 +49,7 @@ export async function rebuildIndex(vault: UnlockedVault, say: (line: string) => 
     index.replica.forgetLocalChanges();
     // Every journal is read from its start, this device's own included: as a reader with no id of its own.
     const reader = { ...found, device: randomBytes(16).toString('hex'), seen: Object.fromEntries([found.device, ...Object.keys(found.seen)].map((d) => [d, { seq: 0, hash: null, publishedMs: null, heardMs: null }])) };
-    const ctx = new JournalContext(index, backend, vault.metadataContext, paths.state, { debug() {}, info() {}, warn() {}, error() {} }, reader);
+    const ctx = new JournalContext(index, backend, vault.metadataContext, paths.state, silentLog, reader);
     ctx.save = async () => {};
     const pulled = await pullChanges(ctx, AbortSignal.timeout(24 * 3600_000));
     const ownRead = ctx.state.seen[found.device]!;

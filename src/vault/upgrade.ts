@@ -9,6 +9,7 @@ import { VaultIndex } from '../index/vault-index.js';
 import { remoteKeys } from '../remote/backend.js';
 import { readDeviceState } from '../sync/device-state.js';
 import { JournalContext } from '../sync/journal-context.js';
+import { silentLog } from '../logging.js';
 import { publishChanges } from '../sync/publisher.js';
 import { openConfiguredBackend } from './config.js';
 import { finishUpgrade, prepareDevice } from './device.js';
@@ -31,8 +32,7 @@ export async function upgradeVault(vault: UnlockedVault, say: (line: string) => 
   const index = new VaultIndex(paths.index);
   try {
     const store = new ChunkStore({ dir: paths.cache, chunkSize: vault.header.chunkSize, keys: vault.keys, context: vault.dataContext, memoryCacheBytes: 0 });
-    const quiet = { debug() {}, info() {}, warn() {}, error() {} };
-    const ctx = new JournalContext(index, backend, vault.metadataContext, paths.state, quiet, state);
+    const ctx = new JournalContext(index, backend, vault.metadataContext, paths.state, silentLog, state);
     say(`Publishing ${index.replica.pendingCount()} nodes to this device's journal…`);
     const published = await publishChanges(
       ctx,

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadSodium } from '../../src/crypto/sodium.js';
+import { silentLog } from '../../src/logging.js';
 import { VaultIndex, S_IFREG } from '../../src/index/vault-index.js';
 import { FileBackend } from '../../src/remote/file-backend.js';
 import type { ListOptions, ObjectInfo } from '../../src/remote/backend.js';
@@ -28,7 +29,6 @@ class CountingBackend extends FileBackend {
   }
 }
 
-const quiet = { debug() {}, info() {}, warn() {}, error() {} };
 const hooks = { chunksUploaded: async () => {}, uploaded: () => {} };
 let dir: string;
 
@@ -43,7 +43,7 @@ function device(name: string, backend: CountingBackend, metadataContext: { vault
   index.replica.forgetLocalChanges(); // the same empty vault on both: one root
   const stateDir = join(dir, name);
   rmSync(stateDir, { recursive: true, force: true });
-  return new JournalContext(index, backend, metadataContext, stateDir, quiet, newDeviceState(name));
+  return new JournalContext(index, backend, metadataContext, stateDir, silentLog, newDeviceState(name));
 }
 
 describe('polling journals', () => {
