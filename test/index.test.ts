@@ -107,6 +107,29 @@ describe('chunks', () => {
     expect(index.chunkInfo(chunk(3).id)!.refs).toBe(1);
   });
 
+  it('remembers for deletion a remote copy whose upload ended after its chunk was forgotten', () => {
+    const f = file('f');
+    const ids = [chunk(20), chunk(21), chunk(22)].map((c) => c.id);
+    for (const [i, c] of [chunk(20), chunk(21), chunk(22)].entries()) index.commitChunk(f.ino, i, c, (i + 1) * 10, 2000, 2000);
+    index.truncate(f.ino, 0, 0, 3000);
+    // 20: its put was under way when it was forgotten, and succeeded after.
+    expect(index.forgetChunk(ids[0]!, 4000)).toBe(true);
+    index.markUploaded(ids[0]!);
+    // 21: a put failed (it may still have landed on the remote), then it was forgotten.
+    index.markUploadFailed(ids[1]!, 'timed out', 0);
+    expect(index.forgetChunk(ids[1]!, 4000)).toBe(true);
+    // 22: its put failed after it was forgotten.
+    expect(index.forgetChunk(ids[2]!, 4000)).toBe(true);
+    index.markUploadFailed(ids[2]!, 'timed out', 0);
+    // A publish that starts in the same millisecond as the forget carries the release: it may delete.
+    expect(index.remoteGarbage(3999, 10)).toHaveLength(0);
+    expect(index.remoteGarbage(4000, 10)).toEqual([ids[1]]);
+    const garbage = index.remoteGarbage(Date.now(), 10).map((b) => b.toString('hex'));
+    expect(garbage.sort()).toEqual(ids.map((b) => b.toString('hex')).sort());
+    expect(index.chunkInfo(ids[0]!)).toBeUndefined();
+    expect(index.isQueued(ids[2]!)).toBe(false);
+  });
+
   it('truncation drops whole chunks past the end', () => {
     const f = file('f');
     for (let i = 0; i < 4; i++) index.commitChunk(f.ino, i, chunk(10 + i), (i + 1) * 10, 2000, 2000);

@@ -238,7 +238,7 @@ export class VaultIndex {
       isQueued: db.prepare<[Buffer], { one: number }>('SELECT 1 AS one FROM upload_queue WHERE id = ?'),
       queuedAttempts: db.prepare<[Buffer], { attempts: number }>('SELECT attempts FROM upload_queue WHERE id = ?'),
       addRemoteGarbage: db.prepare('INSERT OR IGNORE INTO remote_garbage (id, since_ms) VALUES (?, ?)'),
-      remoteGarbage: db.prepare<[number, number], { id: Buffer }>('SELECT id FROM remote_garbage WHERE since_ms < ? LIMIT ?'),
+      remoteGarbage: db.prepare<[number, number], { id: Buffer }>('SELECT id FROM remote_garbage WHERE since_ms <= ? LIMIT ?'),
       dropRemoteGarbage: db.prepare('DELETE FROM remote_garbage WHERE id = ?'),
       isRemoteGarbage: db.prepare<[Buffer], { one: number }>('SELECT 1 AS one FROM remote_garbage WHERE id = ?'),
       nextUploads: db.prepare<[number, number], { id: Buffer; attempts: number }>(
@@ -676,10 +676,11 @@ export class VaultIndex {
     const forgotten = this.db.transaction(() => {
       const row = this.st.getChunk.get(id);
       if (!row || row.refs > 0) return false;
+      // A put that failed may still have landed on the remote: its copy is deleted too.
+      if (row.uploaded || (this.st.queuedAttempts.get(id)?.attempts ?? 0) > 0) this.st.addRemoteGarbage.run(id, nowMs);
       unqueued = this.unqueueDelta(id, row.sealed_size);
       this.st.deleteChunk.run(id);
       this.st.unqueue.run(id);
-      if (row.uploaded) this.st.addRemoteGarbage.run(id, nowMs);
       this.changeCount++; // the next snapshot no longer names it, and publishing it frees the remote copy
       return true;
     })();
@@ -687,9 +688,13 @@ export class VaultIndex {
     return forgotten;
   }
 
-  /** Uploaded chunks released before `beforeMs`: no snapshot published after that names them. */
-  remoteGarbage(beforeMs: number, limit: number): Buffer[] {
-    return this.st.remoteGarbage.all(beforeMs, limit).map((r) => r.id);
+  /**
+   * Remote copies of chunks forgotten at or before `cutoffMs`. A chunk is forgotten a grace period
+   * after the change that released it, so a publish that starts at `cutoffMs` or later carries that
+   * change, and no entry published from then on names the chunk.
+   */
+  remoteGarbage(cutoffMs: number, limit: number): Buffer[] {
+    return this.st.remoteGarbage.all(cutoffMs, limit).map((r) => r.id);
   }
 
   isRemoteGarbage(id: Buffer): boolean {
@@ -708,7 +713,9 @@ export class VaultIndex {
     let unqueued: QueueTotals | undefined;
     this.db.transaction(() => {
       const row = this.st.getChunk.get(id);
-      if (row) unqueued = this.unqueueDelta(id, row.sealed_size);
+      // Forgotten while its put was under way: the copy that just landed is named by nothing.
+      if (!row) return void this.st.addRemoteGarbage.run(id, Date.now());
+      unqueued = this.unqueueDelta(id, row.sealed_size);
       this.st.markUploaded.run(id);
       this.st.unqueue.run(id);
     })();
@@ -778,6 +785,8 @@ export class VaultIndex {
   }
 
   markUploadFailed(id: Buffer, error: string, nextTryMs: number): void {
+    // Forgotten while its put was under way: the put may have landed before it failed.
+    if (!this.st.getChunk.get(id)) return void this.st.addRemoteGarbage.run(id, Date.now());
     const firstFailure = this.st.queuedAttempts.get(id)?.attempts === 0;
     this.st.markFailed.run(nextTryMs, error, id);
     if (firstFailure) this.queueChanged({ chunks: 0, bytes: 0, failed: 1 });

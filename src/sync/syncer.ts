@@ -376,7 +376,9 @@ export class Syncer {
           const hex = id.toString('hex');
           this.deletingRemote.add(hex);
           try {
-            await backend.delete(remoteKeys.chunk(hex), { signal });
+            await backend.delete(remoteKeys.chunk(hex), { signal }).catch((err: unknown) => {
+              if (!isCofferError(err, 'REMOTE_NOT_FOUND')) throw err; // a put that never landed
+            });
           } finally {
             this.deletingRemote.delete(hex);
           }
