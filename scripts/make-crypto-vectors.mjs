@@ -109,8 +109,8 @@ const headerInput = {
   created: '2025-01-01T00:00:00.000Z',
   keyEpoch: 1,
 };
-const header = buildVaultHeader(headerInput);
-if (hex(unlockVaultHeader(JSON.parse(serializeHeader(header)), passphrase).masterKey) !== hex(masterKey)) {
+const header = await buildVaultHeader(headerInput);
+if (hex((await unlockVaultHeader(JSON.parse(serializeHeader(header)), passphrase)).masterKey) !== hex(masterKey)) {
   throw new Error('header does not unlock');
 }
 const headerVector = {

@@ -45,6 +45,16 @@ function expectThrows<E extends Error>(fn: () => unknown, type: new (...args: ne
   throw new Error(`expected ${type.name} to be thrown`);
 }
 
+async function expectRejects<E extends Error>(fn: () => Promise<unknown>, type: new (...args: never[]) => E): Promise<E> {
+  try {
+    await fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(type);
+    return err as E;
+  }
+  throw new Error(`expected ${type.name} to be thrown`);
+}
+
 describe('sodium loader', () => {
   it('refuses use before loadSodium and is idempotent after', async () => {
     expect(() => sodium()).toThrow(/loadSodium/);
@@ -280,7 +290,7 @@ describe('KDF', () => {
   beforeAll(loadSodium);
 
   it('uses the documented defaults and floor', () => {
-    expect(DEFAULT_KDF).toEqual({ opsLimit: 3, memLimitBytes: 256 * MiB });
+    expect(DEFAULT_KDF).toEqual({ opsLimit: 3, memLimitBytes: 64 * MiB });
     expect(KDF_FLOOR).toEqual({ opsLimit: 2, memLimitBytes: 64 * MiB });
     const params = newKdfParams();
     expect(params.algorithm).toBe('argon2id13');
@@ -288,7 +298,7 @@ describe('KDF', () => {
     expect(params.opsLimit).toBe(3);
   });
 
-  it('refuses parameters below the floor and unknown algorithms before deriving', () => {
+  it('refuses parameters below the floor and unknown algorithms before deriving', async () => {
     const salt = random(16);
     const weak: KdfParams[] = [
       { algorithm: 'argon2id13', opsLimit: 1, memLimitBytes: 64 * MiB, salt },
@@ -296,22 +306,33 @@ describe('KDF', () => {
       { algorithm: 'argon2id13', opsLimit: 0, memLimitBytes: 8 * 1024, salt },
       { algorithm: 'argon2i13' as 'argon2id13', opsLimit: 4, memLimitBytes: 128 * MiB, salt },
     ];
-    for (const params of weak) expectThrows(() => deriveKek('pass', params), WeakKdfParamsError);
+    for (const params of weak) await expectRejects(() => deriveKek('pass', params), WeakKdfParamsError);
     expectThrows(() => newKdfParams({ opsLimit: 1, memLimitBytes: 64 * MiB }), WeakKdfParamsError);
   });
 
-  it('refuses absurd cost instead of hanging', () => {
-    const err = expectThrows(() => deriveKek('pass', { algorithm: 'argon2id13', opsLimit: 3, memLimitBytes: 4096 * MiB, salt: random(16) }), FormatError);
+  it('derives off the calling thread and gives the memory back when done', async () => {
+    const before = process.memoryUsage().rss;
+    let turns = 0;
+    const ticking = setInterval(() => turns++, 5);
+    const kek = await deriveKek('pass', newKdfParams({ opsLimit: 2, memLimitBytes: 256 * MiB }));
+    clearInterval(ticking);
+    expect(kek.length).toBe(32);
+    expect(turns).toBeGreaterThan(3); // the event loop kept turning while Argon2id ran
+    expect(process.memoryUsage().rss - before).toBeLessThan(64 * MiB);
+  });
+
+  it('refuses absurd cost instead of hanging', async () => {
+    const err = await expectRejects(() => deriveKek('pass', { algorithm: 'argon2id13', opsLimit: 3, memLimitBytes: 4096 * MiB, salt: random(16) }), FormatError);
     expect(err.code).toBe('UNSUPPORTED_FORMAT');
   });
 
-  it('derives a 32-byte key that depends on passphrase and salt, with Unicode normalised', () => {
+  it('derives a 32-byte key that depends on passphrase and salt, with Unicode normalised', async () => {
     const params = floorKdf();
-    const a = deriveKek('caf\u00e9', params);
+    const a = await deriveKek('caf\u00e9', params);
     expect(a.length).toBe(32);
-    expect(hex(deriveKek('cafe\u0301', params))).toBe(hex(a));
-    expect(hex(deriveKek('cafe', params))).not.toBe(hex(a));
-    expect(hex(deriveKek('caf\u00e9', { ...params, salt: random(16) }))).not.toBe(hex(a));
+    expect(hex(await deriveKek('cafe\u0301', params))).toBe(hex(a));
+    expect(hex(await deriveKek('cafe', params))).not.toBe(hex(a));
+    expect(hex(await deriveKek('caf\u00e9', { ...params, salt: random(16) }))).not.toBe(hex(a));
   });
 });
 
@@ -319,12 +340,12 @@ describe('vault header', () => {
   beforeAll(loadSodium);
   const passphrase = 'open sesame';
   let created: { header: VaultHeader; masterKey: Uint8Array };
-  beforeAll(() => {
-    created = createVaultHeader(passphrase, { chunkSize: MiB, kdf: floorKdf() });
+  beforeAll(async () => {
+    created = await createVaultHeader(passphrase, { chunkSize: MiB, kdf: floorKdf() });
   });
   const roundTrip = (h: unknown): Record<string, any> => JSON.parse(JSON.stringify(h));
 
-  it('creates a header that unlocks with the passphrase', () => {
+  it('creates a header that unlocks with the passphrase', async () => {
     const { header, masterKey } = created;
     expect(header.format).toBe('coffer-vault');
     expect(header.version).toBe(2);
@@ -334,27 +355,27 @@ describe('vault header', () => {
     expect(masterKey.length).toBe(32);
     const text = serializeHeader(header);
     expect(text.endsWith('}\n')).toBe(true);
-    const unlocked = unlockVaultHeader(parseHeaderJson(text), passphrase);
+    const unlocked = await unlockVaultHeader(parseHeaderJson(text), passphrase);
     expect(hex(unlocked.masterKey)).toBe(hex(masterKey));
     expect(unlocked.header).toEqual(header);
     expect(verifyVaultHeader(parseHeaderJson(text), masterKey)).toEqual(header);
   });
 
-  it('refuses a wrong passphrase', () => {
-    expectThrows(() => unlockVaultHeader(roundTrip(created.header), 'open sesame!'), WrongPassphraseError);
-    expectThrows(() => unlockVaultHeader(roundTrip(created.header), ''), WrongPassphraseError);
+  it('refuses a wrong passphrase', async () => {
+    await expectRejects(() => unlockVaultHeader(roundTrip(created.header), 'open sesame!'), WrongPassphraseError);
+    await expectRejects(() => unlockVaultHeader(roundTrip(created.header), ''), WrongPassphraseError);
   });
 
-  it('refuses a KDF downgrade before deriving', () => {
+  it('refuses a KDF downgrade before deriving', async () => {
     for (const kdf of [{ opsLimit: 1 }, { memLimitBytes: 32 * MiB }, { algorithm: 'argon2i13' }, { algorithm: 'scrypt' }]) {
       const h = roundTrip(created.header);
       Object.assign(h.kdf, kdf);
-      expectThrows(() => unlockVaultHeader(h, passphrase), WeakKdfParamsError);
+      await expectRejects(() => unlockVaultHeader(h, passphrase), WeakKdfParamsError);
       expectThrows(() => verifyVaultHeader(h, created.masterKey), WeakKdfParamsError);
     }
   });
 
-  it('fails to unwrap when KDF params, vault id or epoch are edited', () => {
+  it('fails to unwrap when KDF params, vault id or epoch are edited', async () => {
     const edits: Array<(h: Record<string, any>) => void> = [
       (h) => (h.kdf.opsLimit = 3),
       (h) => (h.kdf.memLimitBytes = 65 * MiB),
@@ -365,11 +386,11 @@ describe('vault header', () => {
     for (const edit of edits) {
       const h = roundTrip(created.header);
       edit(h);
-      expectThrows(() => unlockVaultHeader(h, passphrase), WrongPassphraseError);
+      await expectRejects(() => unlockVaultHeader(h, passphrase), WrongPassphraseError);
     }
   });
 
-  it('detects edits to fields outside the wrapping through the MAC', () => {
+  it('detects edits to fields outside the wrapping through the MAC', async () => {
     const edits: Array<(h: Record<string, any>) => void> = [
       (h) => (h.chunkSize = 2 * MiB),
       (h) => (h.created = '2001-01-01T00:00:00.000Z'),
@@ -378,7 +399,7 @@ describe('vault header', () => {
     for (const edit of edits) {
       const h = roundTrip(created.header);
       edit(h);
-      const err = expectThrows(() => unlockVaultHeader(h, passphrase), FormatError);
+      const err = await expectRejects(() => unlockVaultHeader(h, passphrase), FormatError);
       expect(err.code).toBe('CORRUPT_FORMAT');
       expect(err.message).toMatch(/modified/);
       expectThrows(() => verifyVaultHeader(h, created.masterKey), FormatError);
@@ -390,7 +411,7 @@ describe('vault header', () => {
     expect(err.message).toMatch(/another vault/);
   });
 
-  it('validates the shape strictly', () => {
+  it('validates the shape strictly', async () => {
     const corrupt: Array<(h: Record<string, any>) => void> = [
       (h) => delete h.created,
       (h) => (h.extra = 1),
@@ -412,17 +433,17 @@ describe('vault header', () => {
     for (const edit of corrupt) {
       const h = roundTrip(created.header);
       edit(h);
-      const err = expectThrows(() => unlockVaultHeader(h, passphrase), FormatError);
+      const err = await expectRejects(() => unlockVaultHeader(h, passphrase), FormatError);
       expect(err.code).toBe('CORRUPT_FORMAT');
     }
     for (const raw of [null, 42, 'coffer', []]) {
-      const err = expectThrows(() => unlockVaultHeader(raw, passphrase), FormatError);
+      const err = await expectRejects(() => unlockVaultHeader(raw, passphrase), FormatError);
       expect(err.code).toBe('CORRUPT_FORMAT');
     }
     expect(expectThrows(() => parseHeaderJson('{"format":'), FormatError).code).toBe('CORRUPT_FORMAT');
   });
 
-  it('reports other formats and versions as unsupported', () => {
+  it('reports other formats and versions as unsupported', async () => {
     const unsupported: Array<(h: Record<string, any>) => void> = [
       (h) => (h.version = 3),
       (h) => (h.version = 0),
@@ -432,19 +453,26 @@ describe('vault header', () => {
     for (const edit of unsupported) {
       const h = roundTrip(created.header);
       edit(h);
-      expect(expectThrows(() => unlockVaultHeader(h, passphrase), FormatError).code).toBe('UNSUPPORTED_FORMAT');
+      expect((await expectRejects(() => unlockVaultHeader(h, passphrase), FormatError)).code).toBe('UNSUPPORTED_FORMAT');
     }
   });
 
-  it('rewraps the same master key under a new passphrase and salt', () => {
+  it('rewraps the same master key under a new passphrase and salt', async () => {
     const { header, masterKey } = created;
-    const rewrapped = rewrapVaultHeader(header, masterKey, 'new passphrase', floorKdf());
+    const rewrapped = await rewrapVaultHeader(header, masterKey, 'new passphrase', floorKdf());
     expect(rewrapped.kdf.salt).not.toBe(header.kdf.salt);
     expect(rewrapped.wrappedKey).not.toBe(header.wrappedKey);
     expect({ ...rewrapped, kdf: undefined, wrappedKey: undefined, mac: undefined }).toEqual({ ...header, kdf: undefined, wrappedKey: undefined, mac: undefined });
-    expect(hex(unlockVaultHeader(roundTrip(rewrapped), 'new passphrase').masterKey)).toBe(hex(masterKey));
-    expectThrows(() => unlockVaultHeader(roundTrip(rewrapped), passphrase), WrongPassphraseError);
-    expectThrows(() => rewrapVaultHeader(header, random(32), 'x', floorKdf()), FormatError);
+    expect(hex((await unlockVaultHeader(roundTrip(rewrapped), 'new passphrase')).masterKey)).toBe(hex(masterKey));
+    await expectRejects(() => unlockVaultHeader(roundTrip(rewrapped), passphrase), WrongPassphraseError);
+    await expectRejects(() => rewrapVaultHeader(header, random(32), 'x', floorKdf()), FormatError);
+  });
+
+  it('rewraps at the default cost or the header cost, whichever is higher', async () => {
+    const costly = await createVaultHeader(passphrase, { chunkSize: MiB, kdf: newKdfParams({ opsLimit: 4, memLimitBytes: 64 * MiB }) });
+    expect((await rewrapVaultHeader(costly.header, costly.masterKey, 'next')).kdf.opsLimit).toBe(4);
+    const cheap = await rewrapVaultHeader(created.header, created.masterKey, 'next');
+    expect(cheap.kdf).toMatchObject({ opsLimit: DEFAULT_KDF.opsLimit, memLimitBytes: DEFAULT_KDF.memLimitBytes });
   });
 });
 
@@ -505,15 +533,15 @@ describe('format v1 golden vectors', () => {
     }
   });
 
-  it('unlocks and reproduces the vault header', () => {
+  it('unlocks and reproduces the vault header', async () => {
     const v = vectors.header;
     const raw = parseHeaderJson(v.serialized);
     expect(raw).toEqual(v.header);
-    const unlocked = unlockVaultHeader(raw, v.passphrase);
+    const unlocked = await unlockVaultHeader(raw, v.passphrase);
     expect(hex(unlocked.masterKey)).toBe(v.masterKey);
-    expect(hex(unlockVaultHeader(raw, v.passphrase.normalize('NFD')).masterKey)).toBe(v.masterKey);
+    expect(hex((await unlockVaultHeader(raw, v.passphrase.normalize('NFD'))).masterKey)).toBe(v.masterKey);
     expect(verifyVaultHeader(raw, unhex(v.masterKey))).toEqual(v.header);
-    const rebuilt = buildVaultHeader({
+    const rebuilt = await buildVaultHeader({
       passphrase: v.passphrase,
       chunkSize: v.chunkSize,
       kdf: { ...v.kdf, salt: unhex(v.kdf.salt) },

@@ -7,7 +7,7 @@
 import { randomFillSync, timingSafeEqual } from 'node:crypto';
 import { AuthenticationError, FormatError, WrongPassphraseError } from '../errors.js';
 import { KEY_BYTES, NONCE_BYTES, TAG_BYTES, xchachaOpen, xchachaSeal } from './aead.js';
-import { KDF_SALT_BYTES, checkKdfParams, deriveKek, newKdfParams, type KdfAlgorithm, type KdfParams } from './kdf.js';
+import { DEFAULT_KDF, KDF_SALT_BYTES, checkKdfParams, deriveKek, newKdfParams, type KdfAlgorithm, type KdfParams } from './kdf.js';
 import { MASTER_KEY_BYTES, deriveVaultKeys, keyedHash, wipeVaultKeys } from './keys.js';
 import { PAD_BLOCK, VAULT_ID_BYTES } from './objects.js';
 
@@ -215,7 +215,7 @@ export interface BuildVaultHeaderInput {
  * Deterministic construction from explicit inputs, for golden vectors and tests; everything
  * else goes through createVaultHeader or rewrapVaultHeader, which draw fresh randomness.
  */
-export function buildVaultHeader(input: BuildVaultHeaderInput): VaultHeader {
+export async function buildVaultHeader(input: BuildVaultHeaderInput): Promise<VaultHeader> {
   if (input.vaultId.length !== VAULT_ID_BYTES) throw new RangeError(`vault id must be ${VAULT_ID_BYTES} bytes`);
   if (input.masterKey.length !== MASTER_KEY_BYTES) throw new RangeError(`master key must be ${MASTER_KEY_BYTES} bytes`);
   if (input.wrapNonce.length !== NONCE_BYTES) throw new RangeError(`wrap nonce must be ${NONCE_BYTES} bytes`);
@@ -223,7 +223,7 @@ export function buildVaultHeader(input: BuildVaultHeaderInput): VaultHeader {
   checkInteger(input.keyEpoch, 'keyEpoch', 1, 0xffffffff);
   if (!ISO_UTC.test(input.created)) throw corrupt('created must be an ISO 8601 UTC time');
   checkKdfParams(input.kdf);
-  const kek = deriveKek(input.passphrase, input.kdf);
+  const kek = await deriveKek(input.passphrase, input.kdf);
   let wrapped: Buffer;
   try {
     wrapped = xchachaSeal(kek, input.wrapNonce, input.masterKey, wrapAssociatedData(input.vaultId, input.kdf, input.keyEpoch));
@@ -248,9 +248,9 @@ export function buildVaultHeader(input: BuildVaultHeaderInput): VaultHeader {
   return { ...unsigned, mac: computeMac(unsigned, input.masterKey).toString('base64') };
 }
 
-export function createVaultHeader(passphrase: string, opts: { chunkSize: number; kdf?: KdfParams }): UnlockedVault {
+export async function createVaultHeader(passphrase: string, opts: { chunkSize: number; kdf?: KdfParams }): Promise<UnlockedVault> {
   const masterKey = randomFillSync(new Uint8Array(MASTER_KEY_BYTES));
-  const header = buildVaultHeader({
+  const header = await buildVaultHeader({
     passphrase,
     chunkSize: opts.chunkSize,
     kdf: opts.kdf ?? newKdfParams(),
@@ -269,11 +269,11 @@ export function createVaultHeader(passphrase: string, opts: { chunkSize: number;
  * passphrase from edited KDF parameters, vault id or epoch; both mean this passphrase does not
  * open this header.
  */
-export function unlockVaultHeader(raw: unknown, passphrase: string): UnlockedVault {
+export async function unlockVaultHeader(raw: unknown, passphrase: string): Promise<UnlockedVault> {
   const header = validateHeader(raw);
   const kdf = kdfParamsOf(header);
   checkKdfParams(kdf);
-  const kek = deriveKek(passphrase, kdf);
+  const kek = await deriveKek(passphrase, kdf);
   const wrapped = Buffer.from(header.wrappedKey, 'base64');
   let opened: Buffer;
   try {
@@ -311,15 +311,20 @@ export function verifyVaultHeader(raw: unknown, masterKey: Uint8Array): VaultHea
 
 /**
  * Changing the passphrase re-wraps the same master key under a new salt (and, if given, new
- * cost); nothing sealed under the master key changes. The header is verified against the key
- * first, so a wrong key can never be wrapped into a vault's header.
+ * cost; by default the current default or the header's cost, whichever is higher, so that a
+ * change never makes guessing cheaper); nothing sealed under the master key changes. The header
+ * is verified against the key first, so a wrong key can never be wrapped into a vault's header.
  */
-export function rewrapVaultHeader(header: VaultHeader, masterKey: Uint8Array, newPassphrase: string, kdf: KdfParams = newKdfParams()): VaultHeader {
+export async function rewrapVaultHeader(header: VaultHeader, masterKey: Uint8Array, newPassphrase: string, kdf?: KdfParams): Promise<VaultHeader> {
   const current = verifyVaultHeader(header, masterKey);
+  const cost = {
+    opsLimit: Math.max(DEFAULT_KDF.opsLimit, current.kdf.opsLimit),
+    memLimitBytes: Math.max(DEFAULT_KDF.memLimitBytes, current.kdf.memLimitBytes),
+  };
   return buildVaultHeader({
     passphrase: newPassphrase,
     chunkSize: current.chunkSize,
-    kdf,
+    kdf: kdf ?? newKdfParams(cost),
     vaultId: vaultIdBytes(current),
     masterKey,
     wrapNonce: randomFillSync(new Uint8Array(NONCE_BYTES)),

@@ -1,13 +1,16 @@
 /**
  * Passphrase → key-encryption key (KEK) with Argon2id.
  *
- * deriveKek() is synchronous and deliberately slow (about 1 s and 256 MiB at the defaults).
- * It must never run on the thread that serves FUSE: every file operation would stall behind
- * it. Only unlocking (CLI unlock, passwd) calls it, before anything is mounted.
+ * deriveKek() is deliberately slow and memory-hard (about half a second and 64 MiB at the
+ * defaults). It runs in a worker thread of its own that exits when done: the WebAssembly memory
+ * Argon2id needs never shrinks once grown, so deriving in-process would keep it for the life of a
+ * long command (a clone, an upgrade), and the calling thread stays free meanwhile. Only unlocking
+ * (CLI unlock, init, passwd, clone) calls it, before anything is mounted.
  */
 import { randomFillSync } from 'node:crypto';
+import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
 import { FormatError, WeakKdfParamsError } from '../errors.js';
-import { sodium } from './sodium.js';
 
 export type KdfAlgorithm = 'argon2id13';
 
@@ -30,7 +33,12 @@ export const KEK_BYTES = 32;
 
 const MiB = 1024 * 1024;
 
-export const DEFAULT_KDF: Readonly<KdfCost> = Object.freeze({ opsLimit: 3, memLimitBytes: 256 * MiB });
+/**
+ * RFC 9106's choice where memory is limited (section 4: t = 3 passes, 64 MiB), the memory
+ * gocryptfs's and restic's scrypt defaults use too. Existing vaults keep the cost they were made
+ * with; a passphrase change (`coffer passwd`) re-wraps at the current default.
+ */
+export const DEFAULT_KDF: Readonly<KdfCost> = Object.freeze({ opsLimit: 3, memLimitBytes: 64 * MiB });
 
 /** Anything cheaper is refused when reading a header, so a tampered header cannot downgrade. */
 export const KDF_FLOOR: Readonly<KdfCost> = Object.freeze({ opsLimit: 2, memLimitBytes: 64 * MiB });
@@ -82,16 +90,44 @@ export function newKdfParams(cost: KdfCost = DEFAULT_KDF): KdfParams {
   return params;
 }
 
+/** The worker's whole program (CommonJS, so that it loads the same libsodium build by path). */
+const WORKER_SOURCE = `
+const { parentPort, workerData: w } = require('node:worker_threads');
+const sodium = require(w.sodiumPath);
+sodium.ready.then(() => {
+  try {
+    parentPort.postMessage({ kek: sodium.crypto_pwhash(w.bytes, w.password, w.salt, w.opsLimit, w.memLimitBytes, sodium.crypto_pwhash_ALG_ARGON2ID13) });
+  } catch (err) {
+    parentPort.postMessage({ error: String(err && err.message || err) });
+  } finally {
+    w.password.fill(0);
+  }
+});
+`;
+
+const sodiumPath = createRequire(import.meta.url).resolve('libsodium-wrappers-sumo');
+
 /**
  * The passphrase is NFC-normalised first so that the same passphrase typed on systems whose
  * input methods produce different Unicode forms (macOS tends towards NFD) unlocks the vault.
  */
-export function deriveKek(passphrase: string, params: KdfParams): Uint8Array {
+export async function deriveKek(passphrase: string, params: KdfParams): Promise<Uint8Array> {
   checkKdfParams(params);
-  const s = sodium();
-  const password = Buffer.from(passphrase.normalize('NFC'), 'utf8');
+  const password = new Uint8Array(Buffer.from(passphrase.normalize('NFC'), 'utf8'));
+  const workerData = { sodiumPath, password, salt: params.salt, opsLimit: params.opsLimit, memLimitBytes: params.memLimitBytes, bytes: KEK_BYTES };
   try {
-    return s.crypto_pwhash(KEK_BYTES, password, params.salt, params.opsLimit, params.memLimitBytes, s.crypto_pwhash_ALG_ARGON2ID13);
+    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData });
+    // Settled at exit, once the worker's memory is gone, with what it sent before.
+    return await new Promise<Uint8Array>((resolve, reject) => {
+      let reply: { kek?: Uint8Array; error?: string } = { error: 'the worker ended without an answer' };
+      let failure: Error | undefined;
+      worker.once('message', (r: typeof reply) => (reply = r));
+      worker.once('error', (err) => (failure = err));
+      worker.once('exit', () => {
+        if (reply.kek) resolve(reply.kek);
+        else reject(failure ?? new Error(`deriving the key from the passphrase failed: ${reply.error}`));
+      });
+    });
   } finally {
     password.fill(0);
   }

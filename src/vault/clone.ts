@@ -74,7 +74,7 @@ export async function cloneVault(remote: string, vaultDir: string, obtainPassphr
     if (isCofferError(err, 'REMOTE_NOT_FOUND')) throw new CofferError('NOT_A_VAULT', `the remote ${backend.description} holds no Coffer vault (no ${remoteKeys.header})`);
     throw err;
   }
-  const { header, masterKey } = unlockVaultHeader(parseHeaderJson(headerBytes.toString('utf8')), await obtainPassphrase());
+  const { header, masterKey } = await unlockVaultHeader(parseHeaderJson(headerBytes.toString('utf8')), await obtainPassphrase());
   const keys = deriveVaultKeys(masterKey);
   const context: ObjectContext = { vaultId: Buffer.from(header.vaultId, 'hex'), keyEpoch: header.keyEpoch, key: keys.metadata };
 

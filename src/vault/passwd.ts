@@ -10,7 +10,7 @@ import { openConfiguredBackend } from './config.js';
 import type { UnlockedVault } from './vault.js';
 
 export async function changePassphrase(vault: UnlockedVault, newPassphrase: string): Promise<void> {
-  const header = rewrapVaultHeader(vault.header, vault.masterKey, newPassphrase);
+  const header = await rewrapVaultHeader(vault.header, vault.masterKey, newPassphrase);
   const text = serializeHeader(header);
   // Remote first: if it fails, the local header still matches what the remote holds.
   await openConfiguredBackend(vault.config).put(remoteKeys.header, Buffer.from(text));

@@ -61,7 +61,7 @@ export async function initVault(vaultDir: string, passphrase: string, options: I
     ...tokenToKeep(options.remote ?? ''),
   };
   const backend = openConfiguredBackend(config);
-  const { header, masterKey } = createVaultHeader(passphrase, { chunkSize: DEFAULT_CHUNK_SIZE });
+  const { header, masterKey } = await createVaultHeader(passphrase, { chunkSize: DEFAULT_CHUNK_SIZE });
 
   try {
     await mkdir(paths.state, { recursive: true });
@@ -120,7 +120,7 @@ export async function isVaultDir(dir: string): Promise<boolean> {
 export async function unlockVault(vaultDir: string, passphrase: string): Promise<UnlockedVault> {
   await loadSodium();
   const raw = await readVaultHeaderRaw(vaultDir);
-  const { header, masterKey } = unlockVaultHeader(raw, passphrase);
+  const { header, masterKey } = await unlockVaultHeader(raw, passphrase);
   return assemble(vaultDir, header, masterKey);
 }
 
