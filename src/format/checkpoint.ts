@@ -17,8 +17,11 @@ import { CofferError } from '../errors.js';
 export const CHECKPOINT_TABLES = ['devices', 'inodes', 'entries', 'file_chunks', 'xattrs', 'nodes', 'derived', 'versions', 'superseded'] as const;
 export type CheckpointTable = (typeof CHECKPOINT_TABLES)[number];
 
-/** A part is cut once its rows reach about this many bytes of JSON (before deflating). */
-export const PART_TARGET_BYTES = 4 * 1024 * 1024;
+/**
+ * A part is cut once its rows reach about this many bytes of JSON (before deflating). A reader
+ * holds a part's rows at once; at 1 MiB they stay few enough to die young in the loader's heap.
+ */
+export const PART_TARGET_BYTES = 1024 * 1024;
 /** What one part may inflate to at most (a writer stays far below). */
 const PART_MAX_BYTES = 64 * 1024 * 1024;
 
