@@ -263,8 +263,9 @@ export class CheckpointLoader {
     for (const [table, n] of Object.entries(expected)) {
       if ((this.counts[table as CheckpointTable] ?? 0) !== n) bad(where, `it lists ${n} ${table} rows but its parts hold ${this.counts[table as CheckpointTable] ?? 0}`);
     }
+    // SQLite lets each sort take as much memory as the page cache: 4 MiB for these, then spill.
     const cache = this.index.db.pragma('cache_size', { simple: true }) as number;
-    this.index.db.pragma(`cache_size = ${process.env.FCS ?? -4096}`);
+    this.index.db.pragma('cache_size = -4096');
     this.index.db.transaction(() => {
       this.st.chunks.run();
       this.st.placements.run();
