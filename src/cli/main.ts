@@ -35,6 +35,10 @@ import { unmountCommand } from './commands/unmount.js';
 const EXIT_FAILED = 1;
 const EXIT_USAGE = 2;
 
+// Whatever Coffer writes on this machine (vault directories, indexes, logs, a server's data) is
+// its owner's alone; the daemon inherits this.
+process.umask(0o077);
+
 const size = (value: string | undefined) => (value === undefined ? undefined : parseSize(value));
 /** Where a `coffer serve` command keeps its data: `--data DIR` or `--s3 URL [--s3-endpoint URL]`. */
 const storeArgs = (argv: { data?: string; s3?: string; 's3-endpoint'?: string }) => ({ data: argv.data, s3: argv.s3, s3Endpoint: argv['s3-endpoint'] });

@@ -27,6 +27,7 @@ import { ENTRY_TARGET_BYTES } from '../format/journal.js';
 import { finishUpgrade, prepareDevice } from '../vault/device.js';
 import { RemoteSpaceGuard, type RemoteSpaceStatus } from '../sync/remote-space.js';
 import { openConfiguredBackend, volumeName } from '../vault/config.js';
+import { restrictToOwner } from '../vault/permissions.js';
 import type { UnlockedVault } from '../vault/vault.js';
 import { serveControl, type ControlRequest } from './control.js';
 import { removeDaemonInfo, writeDaemonInfo, type DaemonInfo } from './registry.js';
@@ -161,6 +162,9 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
       throw new CofferError('ALREADY_MOUNTED', `${mountpoint} is already a mountpoint`);
     }
   }
+
+  const loosened = await restrictToOwner(paths);
+  if (loosened.length > 0) log.info(`made ${loosened.length} files and folders of the vault readable by their owner only`, { paths: loosened });
 
   const config = vault.config;
   const backend = openConfiguredBackend(config);
