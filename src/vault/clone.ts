@@ -1,9 +1,8 @@
 /**
  * Recovery on a machine that has never seen the vault: everything comes from the remote and the
  * passphrase. The header unlocks the keys; the new copy registers as a device of its own; the
- * newest checkpoint is loaded into a new index and the journal entries after it are merged (every
- * journal from its start when there is no checkpoint, or the one found cannot be read). Chunks are not downloaded here: they
- * arrive when files are read. (A remote still in format 1 is read from its newest snapshot, and
+ * newest checkpoint is loaded into a new index and the journal entries after it are merged
+ * (restore.ts). Chunks are not downloaded here: they arrive when files are read. (A remote still in format 1 is read from its newest snapshot, and
  * the first mount upgrades it: format1.ts.)
  */
 import { mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
@@ -15,14 +14,12 @@ import { loadSodium } from '../crypto/sodium.js';
 import { VaultIndex } from '../index/vault-index.js';
 import { remoteKeys, type RemoteBackend } from '../remote/backend.js';
 import { newDeviceState, writeDeviceState } from '../sync/device-state.js';
-import { JournalContext, registerDevice } from '../sync/journal-context.js';
-import { pullChanges } from '../sync/merger.js';
-import { bestCheckpoint, restoreCheckpoint } from '../sync/checkpointer.js';
-import { silentLog } from '../logging.js';
+import { registerDevice } from '../sync/journal-context.js';
 import { DEFAULT_CONFIG, openConfiguredBackend, tokenToKeep, writeConfig, type VaultConfig } from './config.js';
 import { defaultDeviceName } from './device.js';
 import { restoreFormat1Index } from './format1.js';
 import { vaultPaths, type VaultPaths } from './layout.js';
+import { restoreIndex } from './restore.js';
 import { checkVolumeName, defaultVolumeName } from './volume-name.js';
 
 export interface CloneOptions {
@@ -107,10 +104,7 @@ export async function cloneVault(remote: string, vaultDir: string, obtainPassphr
   }
 }
 
-/**
- * A new index holding the vault's state (the newest checkpoint, then every entry after it), for a
- * new device named `deviceName`, registered on the remote.
- */
+/** A new index holding the vault's state, for a new device named `deviceName`, registered on the remote. */
 async function restoreFromJournals(
   paths: VaultPaths,
   backend: RemoteBackend,
@@ -121,39 +115,12 @@ async function restoreFromJournals(
   const state = { ...newDeviceState(deviceName), registered: true };
   const signal = AbortSignal.timeout(24 * 3600_000);
   await registerDevice(backend, context, state.device, state.name, signal);
-  const newIndex = () => {
-    const index = new VaultIndex(paths.index, { create: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, nowMs: Date.now() }, syncAtClose: true });
-    // The new index's root is not a change of this device: the vault's root comes from the journals.
-    index.replica.forgetLocalChanges();
-    return index;
-  };
-  let index = newIndex();
-  try {
-    let ctx = new JournalContext(index, backend, context, paths.state, silentLog, { ...state, seen: {} });
-    let checkpoint: CloneResult['checkpoint'];
-    const head = await bestCheckpoint(ctx, signal, (device, seq, why) => say(`warning: checkpoint ${seq} of device ${device} cannot be read (${why}); passing it over`));
-    if (head) {
-      try {
-        await restoreCheckpoint(ctx, head, signal);
-        const entries = Object.values(head.covers).reduce((n, m) => n + m.seq, 0);
-        checkpoint = { device: head.device, deviceName: index.replica.deviceName(head.device), seq: head.seq, entries };
-      } catch (err) {
-        if (isCofferError(err, 'REMOTE_UNAVAILABLE') || signal.aborted) throw err;
-        say(`warning: checkpoint ${head.seq} of device ${head.device} cannot be used (${(err as Error).message}); reading every journal from its start instead`);
-        index.close();
-        for (const file of [paths.index, `${paths.index}-wal`, `${paths.index}-shm`]) await rm(file, { force: true });
-        index = newIndex();
-        ctx = new JournalContext(index, backend, context, paths.state, silentLog, { ...state, seen: {} });
-      }
-    }
-    const pulled = await pullChanges(ctx, signal);
-    for (const { device, reason } of pulled.ignored) say(`warning: skipping devices/${device}, not a device of this vault: ${reason}`);
-    if (pulled.stuck.length > 0) {
-      throw new CofferError('AUTHENTICATION_FAILED', `the remote's copy of the vault cannot be trusted: ${pulled.stuck.map((s) => `device ${s.device}: ${s.reason}`).join('; ')}`);
-    }
-    await writeDeviceState(paths.state, ctx.state);
-    return { devices: Object.keys(ctx.state.seen).length, entries: pulled.entries, ...(checkpoint && { checkpoint }) };
-  } finally {
-    index.close();
+  const restored = await restoreIndex(paths, backend, context, { ...state, seen: {} }, { persist: true, say, signal });
+  const { pulled } = restored;
+  for (const { device, reason } of pulled.ignored) say(`warning: skipping devices/${device}, not a device of this vault: ${reason}`);
+  if (pulled.stuck.length > 0) {
+    throw new CofferError('AUTHENTICATION_FAILED', `the remote's copy of the vault cannot be trusted: ${pulled.stuck.map((s) => `device ${s.device}: ${s.reason}`).join('; ')}`);
   }
+  await writeDeviceState(paths.state, restored.state);
+  return { devices: Object.keys(restored.state.seen).length, entries: pulled.entries, ...(restored.checkpoint && { checkpoint: restored.checkpoint }) };
 }

@@ -1,5 +1,6 @@
 /**
- * Rebuilding a lost or damaged local index from the remote. Nothing local is deleted:
+ * Rebuilding a lost or damaged local index from the remote (the newest checkpoint, then the
+ * journal entries after it: restore.ts). Nothing local is deleted:
  * the damaged index files are renamed aside, and cached chunks the restored index does
  * not name (written after the last publish) are moved to lost+found for manual recovery.
  */
@@ -10,15 +11,15 @@ import { CofferError } from '../errors.js';
 import { ChunkStore } from '../chunks/chunk-store.js';
 import { VaultIndex } from '../index/vault-index.js';
 import { readDeviceState, writeDeviceState } from '../sync/device-state.js';
-import { JournalContext } from '../sync/journal-context.js';
-import { silentLog } from '../logging.js';
-import { pullChanges } from '../sync/merger.js';
 import { openConfiguredBackend } from './config.js';
+import { restoreIndex } from './restore.js';
 import type { UnlockedVault } from './vault.js';
 
 export interface RebuildResult {
-  /** Journal entries read (of every device, this one's included). */
+  /** Journal entries read after the checkpoint, if any (of every device, this one's included). */
   entries: number;
+  /** The checkpoint the index started from, if any. */
+  checkpoint?: { device: string; deviceName: string; seq: number; entries: number };
   files: number;
   bytes: number;
   /** Where the old index files went. */
@@ -43,34 +44,24 @@ export async function rebuildIndex(vault: UnlockedVault, say: (line: string) => 
     throw new CofferError('UNSUPPORTED_FORMAT', `${paths.dir} has no format-2 device state; mount it once (which upgrades it) or clone the vault anew`);
   }
   const backend = openConfiguredBackend(vault.config);
-  const index = new VaultIndex(paths.index, { create: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, nowMs: Date.now() } });
-  let restored;
-  try {
-    index.replica.forgetLocalChanges();
-    // Every journal is read from its start, this device's own included: as a reader with no id of its own.
-    const reader = { ...found, device: randomBytes(16).toString('hex'), seen: Object.fromEntries([found.device, ...Object.keys(found.seen)].map((d) => [d, { seq: 0, hash: null, publishedMs: null, heardMs: null }])) };
-    const ctx = new JournalContext(index, backend, vault.metadataContext, paths.state, silentLog, reader);
-    ctx.save = async () => {};
-    const pulled = await pullChanges(ctx, AbortSignal.timeout(24 * 3600_000));
-    const ownRead = ctx.state.seen[found.device]!;
-    if (ownRead.seq < found.seq) {
-      throw new CofferError('REMOTE_ROLLBACK', `the remote holds entries up to ${ownRead.seq} of this device's journal, but it published entry ${found.seq}: refusing to rebuild from a rolled-back remote`);
-    }
-    for (const [device, mark] of Object.entries(found.seen)) {
-      if ((ctx.state.seen[device]?.seq ?? 0) < mark.seq) {
-        throw new CofferError('REMOTE_ROLLBACK', `the remote holds fewer entries of device ${device}'s journal than this device already applied: refusing to rebuild from a rolled-back remote`);
-      }
-    }
-    const { [found.device]: _own, ...others } = ctx.state.seen;
-    await writeDeviceState(paths.state, { ...found, clock: Math.max(found.clock, ctx.state.clock), seen: others });
-    const counts = index.counts();
-    restored = { entries: pulled.entries, files: counts.files, bytes: counts.bytes };
-  } finally {
-    index.close();
+  // Read as a reader with no id of its own: this device's journal is read like any other's.
+  const reader = { ...found, device: randomBytes(16).toString('hex'), seen: Object.fromEntries([found.device, ...Object.keys(found.seen)].map((d) => [d, { seq: 0, hash: null, publishedMs: null, heardMs: null }])) };
+  const { state, pulled, checkpoint } = await restoreIndex(paths, backend, vault.metadataContext, reader, { persist: false, say, signal: AbortSignal.timeout(24 * 3600_000) });
+  const ownRead = state.seen[found.device]!;
+  if (ownRead.seq < found.seq) {
+    throw new CofferError('REMOTE_ROLLBACK', `the remote holds entries up to ${ownRead.seq} of this device's journal, but it published entry ${found.seq}: refusing to rebuild from a rolled-back remote`);
   }
+  for (const [device, mark] of Object.entries(found.seen)) {
+    if ((state.seen[device]?.seq ?? 0) < mark.seq) {
+      throw new CofferError('REMOTE_ROLLBACK', `the remote holds fewer entries of device ${device}'s journal than this device already applied: refusing to rebuild from a rolled-back remote`);
+    }
+  }
+  const { [found.device]: _own, ...others } = state.seen;
+  await writeDeviceState(paths.state, { ...found, clock: Math.max(found.clock, state.clock), seen: others });
 
   const store = new ChunkStore({ dir: paths.cache, chunkSize: vault.header.chunkSize, keys: vault.keys, context: vault.dataContext, memoryCacheBytes: 0 });
   const reopened = new VaultIndex(paths.index);
+  const counts = reopened.counts();
   let chunksKeptAside = 0;
   try {
     const keptDir = join(paths.lostFound, 'chunks');
@@ -83,5 +74,5 @@ export async function rebuildIndex(vault: UnlockedVault, say: (line: string) => 
   } finally {
     reopened.close();
   }
-  return { ...restored, setAside, chunksKeptAside };
+  return { entries: pulled.entries, ...(checkpoint && { checkpoint }), files: counts.files, bytes: counts.bytes, setAside, chunksKeptAside };
 }

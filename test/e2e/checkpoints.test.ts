@@ -158,5 +158,13 @@ describe('checkpoints', () => {
     expect(cloned.checkpoint).not.toBeNull();
     await c.mount();
     expect(describeTree(c.mnt)).toEqual(describeTree(a.mnt));
+
+    // An index rebuilt from the remote starts from the newest checkpoint too, and lacks nothing.
+    const tree = describeTree(a.mnt);
+    await a.unmount();
+    const rebuilt = JSON.parse((await cofferOk(['rebuild-index', a.vault, '--json'])).stdout) as { checkpoint: { seq: number } | null; entries: number };
+    expect(rebuilt.checkpoint?.seq).toBeGreaterThanOrEqual(newest);
+    await a.mount();
+    expect(describeTree(a.mnt)).toEqual(tree);
   });
 });

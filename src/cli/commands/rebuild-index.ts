@@ -20,6 +20,7 @@ export async function rebuildIndexCommand(args: { vault: string; passphraseFile?
       vault: vault.paths.dir,
       remote: vault.config.remote,
       entries: result.entries,
+      checkpoint: result.checkpoint ?? null,
       files: result.files,
       bytes: result.bytes,
       setAside: result.setAside,
@@ -29,7 +30,8 @@ export async function rebuildIndexCommand(args: { vault: string; passphraseFile?
     return;
   }
   for (const file of result.setAside) say(`Kept the old index file as ${file}.`);
-  say(`Rebuilt the index from ${result.entries} journal entries on the remote: ${result.files} files (${formatBytes(result.bytes)}).`);
+  const after = result.checkpoint ? ` after checkpoint ${result.checkpoint.seq} of "${result.checkpoint.deviceName}"` : '';
+  say(`Rebuilt the index from ${result.entries} journal entries on the remote${after}: ${result.files} files (${formatBytes(result.bytes)}).`);
   if (result.chunksKeptAside > 0) {
     say(
       `${result.chunksKeptAside} cached chunks that the remote's index does not name (written after its last publish) ` +
