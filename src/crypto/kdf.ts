@@ -36,7 +36,7 @@ const MiB = 1024 * 1024;
 /**
  * RFC 9106's choice where memory is limited (section 4: t = 3 passes, 64 MiB), the memory
  * gocryptfs's and restic's scrypt defaults use too. Existing vaults keep the cost they were made
- * with; a passphrase change (`coffer passwd`) re-wraps at the current default.
+ * with; a passphrase change re-wraps at this default or the vault's cost, whichever is higher.
  */
 export const DEFAULT_KDF: Readonly<KdfCost> = Object.freeze({ opsLimit: 3, memLimitBytes: 64 * MiB });
 

@@ -266,12 +266,15 @@ export class CheckpointLoader {
     // SQLite lets each sort take as much memory as the page cache: 4 MiB for these, then spill.
     const cache = this.index.db.pragma('cache_size', { simple: true }) as number;
     this.index.db.pragma('cache_size = -4096');
-    this.index.db.transaction(() => {
-      this.st.chunks.run();
-      this.st.placements.run();
-      for (const [device, mark] of Object.entries(covers)) this.st.mark.run(device, mark.seq, mark.hash);
-    })();
-    this.index.db.pragma(`cache_size = ${cache}`);
+    try {
+      this.index.db.transaction(() => {
+        this.st.chunks.run();
+        this.st.placements.run();
+        for (const [device, mark] of Object.entries(covers)) this.st.mark.run(device, mark.seq, mark.hash);
+      })();
+    } finally {
+      this.index.db.pragma(`cache_size = ${cache}`);
+    }
     this.index.db.exec('DROP TABLE load_chunks');
   }
 }

@@ -106,8 +106,8 @@ export interface OpenIndexOptions {
   /** A version-1 index is upgraded to version 2 in place; node ids derive from the vault id (hex). */
   upgradeFrom1?: { vaultId: string };
   /**
-   * A new index filled in one go (a clone): nothing is synced to disk until close(), which syncs
-   * it all. A crash before that leaves an index to throw away. (Syncing at each of SQLite's WAL
+   * A new index filled in one go by a caller that throws it away unless it finishes (a clone):
+   * nothing is synced to disk until close(), which syncs it all. (Syncing at each of SQLite's WAL
    * checkpoints took a fifth of a 1,000,000-file clone.)
    */
   syncAtClose?: boolean;

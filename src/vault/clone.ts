@@ -2,8 +2,8 @@
  * Recovery on a machine that has never seen the vault: everything comes from the remote and the
  * passphrase. The header unlocks the keys; the new copy registers as a device of its own; the
  * newest checkpoint is loaded into a new index and the journal entries after it are merged
- * (restore.ts). Chunks are not downloaded here: they arrive when files are read. (A remote still in format 1 is read from its newest snapshot, and
- * the first mount upgrades it: format1.ts.)
+ * (restore.ts). Chunks are not downloaded here: they arrive when files are read. (A remote still
+ * in format 1 is read from its newest snapshot, and the first mount upgrades it: format1.ts.)
  */
 import { mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { CofferError, isCofferError } from '../errors.js';
@@ -19,7 +19,7 @@ import { DEFAULT_CONFIG, openConfiguredBackend, tokenToKeep, writeConfig, type V
 import { defaultDeviceName } from './device.js';
 import { restoreFormat1Index } from './format1.js';
 import { vaultPaths, type VaultPaths } from './layout.js';
-import { restoreIndex } from './restore.js';
+import { restoreIndex, type CheckpointUsed } from './restore.js';
 import { checkVolumeName, defaultVolumeName } from './volume-name.js';
 
 export interface CloneOptions {
@@ -40,11 +40,10 @@ export interface CloneResult {
   devices: number;
   entries: number;
   /** The checkpoint the index started from, if any. */
-  checkpoint?: { device: string; deviceName: string; seq: number; entries: number };
+  checkpoint?: CheckpointUsed;
   files: number;
   bytes: number;
 }
-
 
 export async function cloneVault(remote: string, vaultDir: string, obtainPassphrase: () => Promise<string>, options: CloneOptions = {}): Promise<CloneResult> {
   await loadSodium();
@@ -115,7 +114,8 @@ async function restoreFromJournals(
   const state = { ...newDeviceState(deviceName), registered: true };
   const signal = AbortSignal.timeout(24 * 3600_000);
   await registerDevice(backend, context, state.device, state.name, signal);
-  const restored = await restoreIndex(paths, backend, context, { ...state, seen: {} }, { persist: true, say, signal });
+  // A clone that does not finish leaves no vault (its header is written last): its index need not be durable before then.
+  const restored = await restoreIndex(paths, backend, context, { ...state, seen: {} }, { persist: true, syncAtClose: true, say, signal });
   const { pulled } = restored;
   for (const { device, reason } of pulled.ignored) say(`warning: skipping devices/${device}, not a device of this vault: ${reason}`);
   if (pulled.stuck.length > 0) {

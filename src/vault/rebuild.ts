@@ -12,14 +12,14 @@ import { ChunkStore } from '../chunks/chunk-store.js';
 import { VaultIndex } from '../index/vault-index.js';
 import { readDeviceState, writeDeviceState } from '../sync/device-state.js';
 import { openConfiguredBackend } from './config.js';
-import { restoreIndex } from './restore.js';
+import { restoreIndex, type CheckpointUsed } from './restore.js';
 import type { UnlockedVault } from './vault.js';
 
 export interface RebuildResult {
   /** Journal entries read after the checkpoint, if any (of every device, this one's included). */
   entries: number;
   /** The checkpoint the index started from, if any. */
-  checkpoint?: { device: string; deviceName: string; seq: number; entries: number };
+  checkpoint?: CheckpointUsed;
   files: number;
   bytes: number;
   /** Where the old index files went. */
@@ -46,7 +46,7 @@ export async function rebuildIndex(vault: UnlockedVault, say: (line: string) => 
   const backend = openConfiguredBackend(vault.config);
   // Read as a reader with no id of its own: this device's journal is read like any other's.
   const reader = { ...found, device: randomBytes(16).toString('hex'), seen: Object.fromEntries([found.device, ...Object.keys(found.seen)].map((d) => [d, { seq: 0, hash: null, publishedMs: null, heardMs: null }])) };
-  const { state, pulled, checkpoint } = await restoreIndex(paths, backend, vault.metadataContext, reader, { persist: false, say, signal: AbortSignal.timeout(24 * 3600_000) });
+  const { state, pulled, checkpoint } = await restoreIndex(paths, backend, vault.metadataContext, reader, { persist: false, syncAtClose: false, say, signal: AbortSignal.timeout(24 * 3600_000) });
   const ownRead = state.seen[found.device]!;
   if (ownRead.seq < found.seq) {
     throw new CofferError('REMOTE_ROLLBACK', `the remote holds entries up to ${ownRead.seq} of this device's journal, but it published entry ${found.seq}: refusing to rebuild from a rolled-back remote`);

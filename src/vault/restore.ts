@@ -16,30 +16,37 @@ import { JournalContext } from '../sync/journal-context.js';
 import { pullChanges, type PullResult } from '../sync/merger.js';
 import type { VaultPaths } from './layout.js';
 
+/** The checkpoint an index started from: whose, which, and how many entries it covers. */
+export interface CheckpointUsed {
+  device: string;
+  deviceName: string;
+  seq: number;
+  entries: number;
+}
+
 export interface RestoreResult {
   /** The reader's state after the last entry merged (what it has seen of each device). */
   state: DeviceState;
   pulled: PullResult;
-  /** The checkpoint the index started from, if any. */
-  checkpoint?: { device: string; deviceName: string; seq: number; entries: number };
+  checkpoint?: CheckpointUsed;
 }
 
 /**
  * Fills `paths.index` (which must not exist) as device `state` would see the vault. With
  * `persist`, the state is saved to `paths.state` as the restore goes; without, nothing but the
- * index is written.
+ * index is written. `syncAtClose` is for a caller that throws the index away if the restore does
+ * not finish (OpenIndexOptions.syncAtClose).
  */
 export async function restoreIndex(
   paths: VaultPaths,
   backend: RemoteBackend,
   context: ObjectContext,
   state: DeviceState,
-  options: { persist: boolean; say: (line: string) => void; signal: AbortSignal },
+  options: { persist: boolean; syncAtClose: boolean; say: (line: string) => void; signal: AbortSignal },
 ): Promise<RestoreResult> {
   const { say, signal } = options;
   const open = () => {
-    // Filled once and thrown away on failure: no sync at each commit, one at close.
-    const index = new VaultIndex(paths.index, { create: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, nowMs: Date.now() }, syncAtClose: true });
+    const index = new VaultIndex(paths.index, { create: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, nowMs: Date.now() }, syncAtClose: options.syncAtClose });
     // The new index's root is not a change of this device: the vault's root comes from the journals.
     index.replica.forgetLocalChanges();
     const ctx = new JournalContext(index, backend, context, paths.state, silentLog, structuredClone(state));
@@ -48,7 +55,7 @@ export async function restoreIndex(
   };
   let { index, ctx } = open();
   try {
-    let checkpoint: RestoreResult['checkpoint'];
+    let checkpoint: CheckpointUsed | undefined;
     const head = await bestCheckpoint(ctx, signal, (device, seq, why) => say(`warning: checkpoint ${seq} of device ${device} cannot be read (${why}); passing it over`));
     if (head) {
       try {
